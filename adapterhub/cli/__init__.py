@@ -1,0 +1,1 @@
+"""The ``adapterhub`` command line: a thin face over ``adapterhub.app.AdapterHub``."""

@@ -1,0 +1,206 @@
+"""Catalog commands: add, list, show, rm, export, lineage, verify, gc."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from adapterhub.cli.output import handle_errors, human_size, info, print_json, print_mapping, print_table
+
+JSON_OPTION = typer.Option(False, "--json", help="Print JSON (data only) instead of a table.")
+
+
+def open_hub():
+    """The facade on the settings from the environment (``ADAPTERHUB_HOME``, ``ADAPTERHUB_DATABASE_URL``)."""
+    from adapterhub.app import AdapterHub
+
+    return AdapterHub()
+
+
+def _record_row(record: Any) -> list[Any]:
+    return [
+        record.name,
+        record.base_model or "",
+        record.rank,
+        ",".join(record.target_modules),
+        record.task or "",
+        ",".join(record.tags),
+        human_size(record.size),
+        record.digest[:12],
+    ]
+
+
+def _render_tree(node: dict[str, Any], depth: int = 0) -> list[str]:
+    how = f" ({node['operation']}, weight {node['weight']})" if node.get("operation") else ""
+    missing = " [removed]" if node.get("missing") else ""
+    lines = ["  " * depth + ("└─ " if depth else "") + node["name"] + how + missing]
+    for parent in node["parents"]:
+        lines.extend(_render_tree(parent, depth + 1))
+    return lines
+
+
+def add(
+    path: Path = typer.Argument(..., help="PEFT adapter folder (adapter_config.json + adapter_model.safetensors)."),
+    name: str = typer.Option(..., "--name", "-n", help="Catalog name, 'namespace/name'."),
+    task: Optional[str] = typer.Option(None, "--task", help="Task the adapter was trained for."),
+    tag: list[str] = typer.Option([], "--tag", help="A tag; repeat for several."),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="Override base_model_name_or_path."),
+    description: Optional[str] = typer.Option(None, "--description", help="Free-text description."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Import a PEFT LoRA adapter folder into the catalog.
+
+    Example:
+        adapterhub add ./my-lora --name acme/sql-lora --task text-to-sql --tag sql
+    """
+    with handle_errors():
+        record = open_hub().add(path, name, task=task, tags=tag, base_model=base_model, description=description)
+    if json_output:
+        print_json(record.to_dict())
+    else:
+        info(f"added {record.name} (rank {record.rank}, {human_size(record.size)}, sha256 {record.digest[:12]})")
+
+
+def list_(
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="Only adapters for this base model."),
+    task: Optional[str] = typer.Option(None, "--task", help="Only adapters for this task."),
+    tag: Optional[str] = typer.Option(None, "--tag", help="Only adapters with this tag."),
+    query: Optional[str] = typer.Option(None, "--search", "-s", help="Free text in name, task, tags, description."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most this many rows."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """List catalog entries.
+
+    Example:
+        adapterhub list --task text-to-sql --json
+    """
+    with handle_errors():
+        records = open_hub().list(base_model=base_model, task=task, tag=tag, query=query, limit=limit)
+    if json_output:
+        print_json([r.to_dict() for r in records])
+        return
+    print_table(
+        f"{len(records)} adapter(s)",
+        ["name", "base model", "rank", "targets", "task", "tags", "size", "digest"],
+        [_record_row(r) for r in records],
+    )
+
+
+def show(
+    name: str = typer.Argument(..., help="Catalog name, 'namespace/name'."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Show one adapter: metadata, lineage, metrics, revisions.
+
+    Example:
+        adapterhub show acme/sql-lora
+    """
+    with handle_errors():
+        data = open_hub().show(name)
+    if json_output:
+        print_json(data)
+        return
+    summary = {k: v for k, v in data.items() if k not in {"config", "lineage", "metrics", "revisions", "children"}}
+    summary["size"] = human_size(data["size"])
+    summary["parents"] = ", ".join(p["parent_name"] for p in data["lineage"]) or "-"
+    summary["children"] = ", ".join(data["children"]) or "-"
+    print_mapping(name, summary)
+    if data["metrics"]:
+        print_table(
+            "metrics",
+            ["task", "split", "metric", "value"],
+            [[m["task"], m["split"], m["metric"], f"{m['value']:.4f}"] for m in data["metrics"]],
+        )
+
+
+def rm(name: str = typer.Argument(..., help="Catalog name, 'namespace/name'.")) -> None:
+    """Remove an adapter (its blob is deleted when no other entry uses it).
+
+    Example:
+        adapterhub rm acme/old-lora
+    """
+    with handle_errors():
+        record = open_hub().remove(name)
+    info(f"removed {record.name}")
+
+
+def export(
+    name: str = typer.Argument(..., help="Catalog name, 'namespace/name'."),
+    folder: Path = typer.Argument(..., help="Folder to write the PEFT adapter into."),
+) -> None:
+    """Export an adapter as a PEFT folder (PeftModel.from_pretrained loads it).
+
+    Example:
+        adapterhub export acme/sql-lora ./sql-lora
+    """
+    with handle_errors():
+        out = open_hub().export(name, folder)
+    info(f"exported {name} to {out}")
+
+
+def lineage(
+    name: str = typer.Argument(..., help="Catalog name, 'namespace/name'."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Show what an adapter was made from, recursively.
+
+    Example:
+        adapterhub lineage acme/merged --json
+    """
+    with handle_errors():
+        tree = open_hub().lineage(name)
+    if json_output:
+        print_json(tree)
+    else:
+        typer.echo("\n".join(_render_tree(tree)))
+
+
+def verify(json_output: bool = JSON_OPTION) -> None:
+    """Re-hash every blob the catalog references; exit 1 if any is missing or corrupt.
+
+    Example:
+        adapterhub verify
+    """
+    with handle_errors():
+        result = open_hub().verify()
+    if json_output:
+        print_json(result)
+    else:
+        info(f"missing: {len(result['missing'])}, corrupt: {len(result['corrupt'])}")
+    if result["missing"] or result["corrupt"]:
+        raise typer.Exit(code=1)
+
+
+def gc(
+    grace_seconds: float = typer.Option(3600.0, "--grace-seconds", min=0, help="Keep files younger than this."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Delete unreferenced blobs and temp files left by interrupted writes.
+
+    Files younger than --grace-seconds are kept, since another process may be writing them.
+
+    Example:
+        adapterhub gc --grace-seconds 0
+    """
+    with handle_errors():
+        result = open_hub().gc(grace_seconds=grace_seconds)
+    if json_output:
+        print_json(result)
+    else:
+        info(
+            f"removed {len(result['blobs'])} blob(s) and {len(result['temp_files'])} temp file(s), "
+            f"{human_size(result['bytes_freed'])} freed"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("add")(add)
+    app.command("list")(list_)
+    app.command("show")(show)
+    app.command("rm")(rm)
+    app.command("export")(export)
+    app.command("lineage")(lineage)
+    app.command("verify")(verify)
+    app.command("gc")(gc)

