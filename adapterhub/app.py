@@ -8,17 +8,43 @@ that points to it is committed, so a crash at any moment leaves at worst an unre
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from adapterhub.errors import AdapterExistsError, BlobCorruptError, InvalidAdapterError
-from adapterhub.lora import CONFIG_NAME, WEIGHTS_NAME, AdapterConfig, LoraAdapter
+from adapterhub.errors import AdapterExistsError, BlobCorruptError, InvalidAdapterError, InvalidParameterError
+from adapterhub.lora import CONFIG_NAME, WEIGHTS_NAME, AdapterConfig
 from adapterhub.names import validate_name
 from adapterhub.settings import Settings, load_settings
 from adapterhub.store import AdapterRecord, BlobStore, Catalog, LineageRecord
+
+if TYPE_CHECKING:  # torch-backed types load lazily so catalog-only commands start fast
+    from adapterhub.lora import LoraAdapter
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    """What ``AdapterHub.merge`` made: the stored record and how it was made."""
+
+    record: AdapterRecord
+    method: str
+    params: dict[str, Any]
+    weights: list[float]
+    seed: int
+    report: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        summary = {k: v for k, v in self.report.items() if k != "modules"}
+        return {
+            "adapter": self.record.to_dict(),
+            "method": self.method,
+            "params": self.params,
+            "weights": self.weights,
+            "seed": self.seed,
+            "report": summary,
+        }
 
 
 def _normalise_tags(tags: Iterable[str]) -> list[str]:
@@ -71,6 +97,8 @@ class AdapterHub:
         validate_name(name)
         if self.catalog.exists(name):
             raise AdapterExistsError(name)
+        from adapterhub.lora import LoraAdapter
+
         adapter = LoraAdapter.load(path)
         if base_model:
             adapter = adapter.with_config(adapter.config.with_updates(base_model_name_or_path=base_model))
@@ -168,6 +196,8 @@ class AdapterHub:
             raise BlobCorruptError(
                 f"blob of '{name}' does not match its digest {record.digest}; the blob store is corrupt"
             )
+        from adapterhub.lora import LoraAdapter
+
         return LoraAdapter.from_files(AdapterConfig(record.config), self.blobs.path(record.digest), validate=False)
 
     def export(self, name: str, folder: str | Path) -> Path:
@@ -237,6 +267,90 @@ class AdapterHub:
                 bad.append(digest)
         return {"missing": missing, "corrupt": bad}
 
+    # ------------------------------------------------------------------ merge
+    @staticmethod
+    def methods() -> list[dict[str, Any]]:
+        """Every merge method with its description, reference and typed parameters (no catalog needed)."""
+        from adapterhub.merge import list_methods
+
+        return [m.to_dict() for m in list_methods()]
+
+    def merge(
+        self,
+        names: Sequence[str],
+        *,
+        method: str = "lego",
+        k: int | None = None,
+        weights: Sequence[float] | None = None,
+        params: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        seed: int = 0,
+        force: bool = False,
+        task: str | None = None,
+        tags: Sequence[str] = (),
+        description: str | None = None,
+        progress: Any = None,
+    ) -> MergeOutcome:
+        """Merge catalog adapters with a registered method and store the result with lineage.
+
+        Args:
+            names: the inputs, by catalog name (at least one; each at most once).
+            method: a merge method (``methods()`` lists them); ``lego`` by default.
+            k: output rank, for methods that take one (same as ``params={"k": k}``).
+            weights: one per input; default 1/n for averaging methods, 1 for sums.
+            params: the method's other parameters (validated; unknown keys list the valid ones).
+            name: catalog name of the result; default ``merged/<method>-<digest prefix>``.
+            seed: seeds every random choice, so a merge is reproducible.
+            force: merge adapters whose base models differ.
+
+        Raises:
+            AdapterNotFoundError, AdapterExistsError, InvalidParameterError,
+            IncompatibleAdaptersError.
+        """
+        from adapterhub.merge import merge_adapters, resolve_params
+
+        if not names:
+            raise InvalidParameterError("merge needs at least one adapter name")
+        if len(set(names)) != len(names):
+            raise InvalidParameterError("each adapter may be named only once; use --weights to weigh one more")
+        merged_params = dict(params or {})
+        if k is not None:
+            merged_params["k"] = k
+        resolve_params(method, merged_params)  # fail on bad parameters before reading anything
+        if name is not None:
+            validate_name(name)
+            if self.catalog.exists(name):
+                raise AdapterExistsError(name)
+        records = [self.catalog.get(n) for n in names]
+        adapters = [self.load(n) for n in names]
+        result = merge_adapters(
+            adapters, method, weights=weights, params=merged_params, seed=seed, progress=progress, force=force
+        )
+        target = name or f"merged/{method}-{result.adapter.digest[:12]}"
+        lineage = [
+            LineageRecord(
+                parent_name=record.name,
+                parent_digest=record.digest,
+                operation=f"merge:{method}",
+                params={**result.params, "seed": seed},
+                weight=weight,
+            )
+            for record, weight in zip(records, result.weights)
+        ]
+        parent_tasks = [r.task for r in records if r.task]
+        record = self.add_adapter(
+            result.adapter,
+            target,
+            task=task,
+            tags=list(tags) or ["merged"],
+            description=description or f"{method} merge of " + ", ".join(names)
+            + (f" (tasks: {', '.join(parent_tasks)})" if parent_tasks else ""),
+            lineage=lineage,
+            operation=f"merge:{method}",
+        )
+        return MergeOutcome(record=record, method=method, params=result.params, weights=list(result.weights),
+                            seed=seed, report=result.report.to_dict())
+
     def add_metrics(self, name: str, metrics: Mapping[str, float], *, task: str, split: str = "test") -> None:
         for metric, value in metrics.items():
             self.catalog.add_metric(name, task=task, split=split, metric=metric, value=float(value))
@@ -249,3 +363,432 @@ class AdapterHub:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # ------------------------------------------------------------------ hub (push, pull, serve)
+    # Everything hub-related that the CLI (push, pull, token) and `adapterhub serve` call. The
+    # repo format and the huggingface_hub client live in store/hub.py, the hub tables in
+    # store/hub_catalog.py, model cards in modelcard.py; these methods put them together.
+
+    def push(
+        self,
+        name: str,
+        repo_id: str | None = None,
+        *,
+        revision: str = "main",
+        private: bool = False,
+        endpoint: str | None = None,
+        token: str | None = None,
+        commit_message: str | None = None,
+    ) -> dict[str, Any]:
+        """Upload ``name`` to a hub repo as a PEFT folder with a model card (one commit).
+
+        The repo is created if needed. Endpoint and token default to ``HF_ENDPOINT``/``HF_TOKEN``.
+
+        Returns:
+            ``{"name", "repo_id", "revision" (the commit id), "url", "digest"}``.
+
+        Raises:
+            AdapterNotFoundError, InvalidNameError, HubError, AuthError.
+        """
+        import tempfile
+
+        from adapterhub.modelcard import render_card
+        from adapterhub.store.hub import README_NAME, HubClient
+
+        repo_id = validate_name(repo_id or name)
+        record = self.catalog.get(name)
+        card = render_card(record, self.catalog.lineage(name), self.catalog.metrics(name), repo_id=repo_id)
+        client = HubClient(endpoint=endpoint, token=token)
+        with tempfile.TemporaryDirectory(prefix=".push-", dir=self.settings.home) as tmp:
+            self.export(name, tmp)
+            (Path(tmp) / README_NAME).write_text(card, encoding="utf-8")
+            sha, url = client.push_folder(
+                Path(tmp),
+                repo_id,
+                revision=revision,
+                private=private,
+                commit_message=commit_message or f"adapterhub push {name} (revision {record.revision[:12]})",
+            )
+        return {"name": name, "repo_id": repo_id, "revision": sha, "url": url, "digest": record.digest}
+
+    def pull(
+        self,
+        repo_id: str,
+        *,
+        revision: str | None = None,
+        name: str | None = None,
+        endpoint: str | None = None,
+        token: str | None = None,
+    ) -> AdapterRecord:
+        """Download a PEFT adapter from a hub repo, validate it and import it (with its lineage).
+
+        The repo id and commit id are recorded as ``source_repo``/``source_revision``. Pulling a
+        commit that is already a revision of the entry changes nothing; a new commit of the same
+        repo becomes a new revision of the entry (its head moves).
+
+        Raises:
+            HubError, AuthError: not found, unauthorised, gated, offline and not cached.
+            InvalidAdapterError, UnsupportedAdapterError: the files are not a valid LoRA adapter.
+            AdapterExistsError: ``name`` exists and was not pulled from ``repo_id``.
+        """
+        from adapterhub.store.hub import HubClient, sha256_file
+
+        name = validate_name(name or repo_id)
+        client = HubClient(endpoint=endpoint, token=token)
+        remote = client.resolve(repo_id, revision)
+        existing = self.catalog.get(name) if self.catalog.exists(name) else None
+        if existing is not None:
+            if existing.source_repo != repo_id:
+                raise AdapterExistsError(name)
+            if any(r.source_revision == remote.sha for r in self.catalog.revisions(name)):
+                return existing
+        # Download by the name asked for (so the cache records that ref for offline pulls later);
+        # if the head moved since `resolve`, describe the commit that was actually downloaded.
+        folder = client.download(repo_id, revision or "main")
+        if folder.name != remote.sha and not client.offline:
+            remote = client.resolve(repo_id, folder.name)
+            if existing is not None and any(r.source_revision == remote.sha for r in self.catalog.revisions(name)):
+                return existing
+        expected = remote.lfs_sha256.get(WEIGHTS_NAME)
+        if expected is not None and sha256_file(folder / WEIGHTS_NAME) != expected:
+            raise InvalidAdapterError(
+                f"{WEIGHTS_NAME} of {repo_id}@{remote.sha[:12]} does not hash to the sha256 the hub lists "
+                "(truncated or corrupted download); pull again"
+            )
+        from adapterhub.lora import LoraAdapter
+
+        adapter = LoraAdapter.from_files(AdapterConfig.load(folder / CONFIG_NAME), folder / WEIGHTS_NAME)
+        card = self._hub_card(folder / "README.md", adapter)
+        if existing is None:
+            record = self.add_adapter(
+                adapter,
+                name,
+                task=card.task,
+                tags=card.tags,
+                description=card.description,
+                lineage=card.lineage,
+                operation="pull",
+                source=repo_id,
+                source_repo=repo_id,
+                source_revision=remote.sha,
+            )
+            self._hub_card_metrics(name, card)
+            return record
+        self._hub_new_revision(
+            name, adapter, message=f"pull {repo_id}@{remote.sha}", source_revision=remote.sha, source_repo=repo_id
+        )
+        if card.has_adapterhub_section:
+            self.catalog.update(name, tags=card.tags, task=card.task or "", description=card.description)
+        return self.catalog.get(name)
+
+    def _hub_card(self, path: Path | None, adapter: LoraAdapter, text: str | None = None) -> Any:
+        """What a model card says, or an empty ``CardInfo``. A card whose recorded digest is not
+        this adapter's describes other content (e.g. weights replaced, card left as it was), so its
+        adapterhub section (lineage, metrics) is ignored and only its hub tags are kept."""
+        from adapterhub.modelcard import CardInfo, parse_card
+
+        if text is None:
+            if path is None or not path.is_file():
+                return CardInfo()
+            text = path.read_text(encoding="utf-8", errors="replace")
+        card = parse_card(text)
+        if card.digest is not None and card.digest != adapter.digest:
+            return CardInfo(tags=card.tags if not card.has_adapterhub_section else ())
+        return card
+
+    def _hub_card_metrics(self, name: str, card: Any) -> None:
+        for m in card.metrics:
+            self.catalog.add_metric(name, task=m["task"], split=m["split"], metric=m["metric"], value=m["value"])
+
+    def _hub_new_revision(
+        self,
+        name: str,
+        adapter: LoraAdapter,
+        *,
+        message: str,
+        source_revision: str | None = None,
+        source_repo: str | None = None,
+    ) -> str:
+        """Store ``adapter`` as a new head revision of ``name`` (blob first, then the row)."""
+        with self.blobs.writer() as writer:
+            for chunk in adapter.iter_weights_bytes():
+                writer.write(chunk)
+        ranks = adapter.ranks()
+        extra = {"source_repo": source_repo} if source_repo is not None else {}
+        try:
+            return self.catalog.add_revision(
+                name,
+                digest=writer.digest,
+                size=writer.size,
+                config=adapter.config.raw,
+                message=message,
+                source_revision=source_revision,
+                rank=max(ranks.values()),
+                alpha=adapter.config.lora_alpha,
+                ranks=ranks if len(set(ranks.values())) > 1 else None,
+                target_modules=_summarise_targets(adapter),
+                base_model=adapter.base_model,
+                **extra,
+            )
+        except BaseException:
+            if not self.catalog.digest_in_use(writer.digest):
+                self.blobs.delete(writer.digest)
+            raise
+
+    # -- tokens of the hub server
+
+    def create_token(self, *, name: str | None = None, write: bool = True) -> dict[str, Any]:
+        """Make a new access token for ``adapterhub serve``; the secret is returned only here.
+
+        Only its sha256 is stored. ``write=False`` makes a read-only token (for servers started
+        with ``--read-token-required``).
+
+        Returns:
+            The token's record as a dict plus ``"token"``, the secret.
+        """
+        import hashlib
+        import secrets
+
+        from adapterhub.store import hub_catalog
+
+        secret = "ah_" + secrets.token_urlsafe(32)
+        name = name or f"token-{secrets.token_hex(3)}"
+        record = hub_catalog.add_token(
+            self.catalog, name=name, token_sha256=hashlib.sha256(secret.encode()).hexdigest(), write=write
+        )
+        return {**record.to_dict(), "token": secret}
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        """All tokens (never their secrets)."""
+        from adapterhub.store import hub_catalog
+
+        return [t.to_dict() for t in hub_catalog.list_tokens(self.catalog)]
+
+    def revoke_token(self, key: str) -> dict[str, Any]:
+        """Delete a token by name (or id); it stops working at once. Raises ``AuthError`` if unknown."""
+        from adapterhub.store import hub_catalog
+
+        return hub_catalog.remove_token(self.catalog, key).to_dict()
+
+    def check_token(self, secret: str | None, *, write: bool = False) -> Any:
+        """The token record for ``secret`` (None when no secret is given).
+
+        Raises:
+            AuthError: the secret is unknown, or ``write`` is asked of a read-only token.
+        """
+        import hashlib
+        import time
+
+        from adapterhub.errors import AuthError
+        from adapterhub.store import hub_catalog
+        from adapterhub.store.hub import InvalidTokenError
+
+        if not secret:
+            return None
+        record = hub_catalog.find_token(self.catalog, hashlib.sha256(secret.encode()).hexdigest())
+        if record is None:
+            raise InvalidTokenError(
+                "invalid token: it is unknown or was revoked; create one with `adapterhub token create`"
+            )
+        if write and not record.write:
+            raise AuthError(f"token '{record.name}' is read-only; writes need a token made without --read-only")
+        touched = self.__dict__.setdefault("_hub_token_touched", {})
+        if time.monotonic() - touched.get(record.id, -1e9) > 60:  # last_used to the minute, not a write per request
+            touched[record.id] = time.monotonic()
+            hub_catalog.touch_token(self.catalog, record.id)
+        return record
+
+    # -- what the hub server serves and receives
+
+    def hub_create_repo(self, repo_id: str, *, private: bool = False) -> bool:
+        """Create an (empty) hub repo; False when a repo or catalog entry of that id exists."""
+        from adapterhub.store import hub_catalog
+
+        validate_name(repo_id)
+        if self.catalog.exists(repo_id):
+            return False
+        return hub_catalog.create_repo(self.catalog, repo_id, private=private)
+
+    def hub_repo_private(self, repo_id: str) -> bool:
+        """Whether the repo is private. Raises ``RepoNotFoundError`` when there is no such repo."""
+        from adapterhub.store import hub_catalog
+        from adapterhub.store.hub import RepoNotFoundError
+
+        repo = hub_catalog.get_repo(self.catalog, repo_id)
+        if repo is None and not self.catalog.exists(repo_id):
+            raise RepoNotFoundError(repo_id)
+        return bool(repo and repo.private)
+
+    def hub_snapshot(self, repo_id: str, revision: str = "main") -> Any:
+        """The files of one revision of a repo, as the hub server serves them (``HubSnapshot``).
+
+        ``adapter_config.json`` and ``adapter_model.safetensors`` come from the revision itself;
+        other files from the revision's ``revision_files``; without a stored ``README.md`` a model
+        card is generated from the catalog entry as it is now.
+
+        Raises:
+            RepoNotFoundError, HubRevisionNotFoundError.
+        """
+        import hashlib
+
+        from adapterhub.modelcard import render_card
+        from adapterhub.store import RevisionNotFoundError, hub_catalog
+        from adapterhub.store.hub import README_NAME, HubFile, HubRevisionNotFoundError, HubSnapshot
+
+        private = self.hub_repo_private(repo_id)
+        if not self.catalog.exists(repo_id):
+            raise HubRevisionNotFoundError(repo_id, revision, " (the repo is empty: nothing was committed yet)")
+        try:
+            rev = self.catalog.get_revision(repo_id, revision)
+        except RevisionNotFoundError:
+            raise HubRevisionNotFoundError(repo_id, revision) from None
+        config = AdapterConfig(rev.config).to_json().encode()
+        files = {
+            CONFIG_NAME: HubFile(CONFIG_NAME, len(config), hashlib.sha256(config).hexdigest(), content=config),
+            WEIGHTS_NAME: HubFile(WEIGHTS_NAME, rev.size, rev.digest, blob_path=self.blobs.path(rev.digest)),
+        }
+        for f in hub_catalog.revision_files(self.catalog, repo_id, rev.revision):
+            files[f.path] = HubFile(f.path, f.size, f.digest, blob_path=self.blobs.path(f.digest))
+        if README_NAME not in files:
+            record = self.catalog.get(repo_id)
+            card = render_card(record, self.catalog.lineage(repo_id), self.catalog.metrics(repo_id)).encode()
+            files[README_NAME] = HubFile(README_NAME, len(card), hashlib.sha256(card).hexdigest(), content=card)
+        return HubSnapshot(repo_id, rev.revision, rev.created, private, dict(sorted(files.items())), rev.message)
+
+    def hub_staging(self, *, max_bytes: int | None = None) -> Any:
+        """A private folder to receive one commit's files into (``UploadStaging``), under home."""
+        from adapterhub.store.hub import DEFAULT_MAX_UPLOAD_BYTES, UploadStaging
+
+        return UploadStaging(self.settings.home / "uploads", max_bytes=max_bytes or DEFAULT_MAX_UPLOAD_BYTES)
+
+    def hub_commit(
+        self,
+        repo_id: str,
+        staging: Any,
+        *,
+        revision: str = "main",
+        message: str = "",
+        parent_commit: str | None = None,
+    ) -> str:
+        """Apply a received commit to a repo; returns the commit id of the repo's new head.
+
+        The result (the head's files minus deletions plus uploads) must be a valid PEFT LoRA
+        adapter, validated as ``add`` validates a folder; its weights' canonical digest is the
+        adapter's digest. Nothing is stored unless the whole commit is accepted. A commit that
+        changes nothing returns the head's id and adds no revision.
+
+        Raises:
+            RepoNotFoundError, HubRevisionNotFoundError, CommitConflictError, InvalidAdapterError,
+            ForbiddenFileError, InvalidRepoPathError, UnsupportedAdapterError.
+        """
+        import json
+        import threading
+
+        from adapterhub.store import hub_catalog
+        from adapterhub.store.hub import (
+            README_NAME,
+            CommitConflictError,
+            HubRevisionNotFoundError,
+            RepoNotFoundError,
+            StagedFile,
+            apply_commit,
+            check_allowed_file,
+        )
+        from adapterhub.store.hub_catalog import RevisionFileRecord
+        from adapterhub.store.catalog import HEAD_ALIASES
+
+        validate_name(repo_id)
+        if revision not in HEAD_ALIASES:
+            raise HubRevisionNotFoundError(repo_id, revision, " (this hub commits to 'main' only)")
+        locks = self.__dict__.setdefault("_hub_commit_locks", {})
+        with locks.setdefault(repo_id, threading.Lock()):
+            exists = self.catalog.exists(repo_id)
+            if not exists and hub_catalog.get_repo(self.catalog, repo_id) is None:
+                raise RepoNotFoundError(repo_id)
+            head = self.hub_snapshot(repo_id) if exists else None
+            if parent_commit and (head is None or not head.revision.startswith(parent_commit.lower())):
+                raise CommitConflictError(
+                    f"the commit was prepared on {parent_commit[:12]} but the head of '{repo_id}' is "
+                    f"{head.revision[:12] if head else 'empty'}; fetch the head and commit again"
+                )
+            base = {p: f for p, f in (head.files if head else {}).items() if f.blob_path is not None or p == CONFIG_NAME}
+            files = apply_commit(base, staging)
+            for path, entry in files.items():
+                if isinstance(entry, StagedFile):
+                    check_allowed_file(path, entry.head)
+            if CONFIG_NAME not in files or WEIGHTS_NAME not in files:
+                raise InvalidAdapterError(
+                    f"after this commit '{repo_id}' would not hold both {CONFIG_NAME} and {WEIGHTS_NAME}; "
+                    "a repo on this hub is a PEFT LoRA adapter, so commit both (safetensors weights only)"
+                )
+
+            def local(entry: Any) -> Path:
+                return entry.local_path if isinstance(entry, StagedFile) else entry.blob_path
+
+            if isinstance(files[CONFIG_NAME], StagedFile):
+                config = AdapterConfig.load(local(files[CONFIG_NAME]))
+            else:
+                config = AdapterConfig(json.loads(files[CONFIG_NAME].read_small()))
+            from adapterhub.lora import LoraAdapter
+
+            adapter = LoraAdapter.from_files(config, local(files[WEIGHTS_NAME]), validate=True)
+            extras = {p: e for p, e in files.items() if p not in (CONFIG_NAME, WEIGHTS_NAME)}
+            readme = extras.get(README_NAME)
+            card = self._hub_card(local(readme) if readme is not None else None, adapter)
+            if head is not None:
+                same_extras = {p: e.sha256 for p, e in extras.items()} == {
+                    p: f.sha256 for p, f in base.items() if p not in (CONFIG_NAME, WEIGHTS_NAME)
+                }
+                if same_extras and adapter.digest == head.files[WEIGHTS_NAME].sha256 and config.raw == json.loads(
+                    head.files[CONFIG_NAME].read_small()
+                ):
+                    return head.revision
+            new_blobs: list[str] = []
+            try:
+                for entry in extras.values():
+                    if isinstance(entry, StagedFile) and not self.blobs.has(entry.sha256):
+                        self.blobs.put_file(entry.local_path, entry.sha256)
+                        new_blobs.append(entry.sha256)
+                if head is None:
+                    sha = self.add_adapter(
+                        adapter,
+                        repo_id,
+                        task=card.task,
+                        tags=card.tags,
+                        description=card.description,
+                        lineage=card.lineage,
+                        operation="push",
+                        source=f"hub:{repo_id}",
+                    ).revision
+                    self._hub_card_metrics(repo_id, card)
+                else:
+                    sha = self._hub_new_revision(repo_id, adapter, message=message or "commit")
+                    if card.has_adapterhub_section:
+                        self.catalog.update(repo_id, tags=card.tags, task=card.task or "", description=card.description)
+                hub_catalog.add_revision_files(
+                    self.catalog,
+                    repo_id,
+                    sha,
+                    [RevisionFileRecord(p, e.sha256, e.size) for p, e in sorted(extras.items())],
+                )
+            except BaseException:
+                for digest in new_blobs:
+                    if not hub_catalog.file_digest_in_use(self.catalog, digest) and not self.catalog.digest_in_use(
+                        digest
+                    ):
+                        self.blobs.delete(digest)
+                raise
+            assert isinstance(sha, str)
+            return sha
+
+    def hub_referenced_digests(self) -> set[str]:
+        """Blobs the hub's revision files reference (``gc`` and ``verify`` must keep these)."""
+        from adapterhub.store import hub_catalog
+
+        return hub_catalog.referenced_file_digests(self.catalog)
+
+    def hub_private_repos(self) -> set[str]:
+        """Names of private repos (the server hides them from readers without a token)."""
+        from adapterhub.store import hub_catalog
+
+        return hub_catalog.private_repo_names(self.catalog)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from adapterhub.errors import InvalidAdapterError, UnsupportedAdapterError
-from adapterhub.lora.config import CONFIG_NAME, AdapterConfig, targets_module
+from adapterhub.lora.config import CONFIG_NAME, LEGACY_WEIGHTS_NAME, WEIGHTS_NAME, AdapterConfig, targets_module
 from adapterhub.lora.keys import extra_key, lora_key, parse_key
 from adapterhub.lora.module import LoraModule
 from adapterhub.lora.tensorfile import (
@@ -23,9 +23,6 @@ from adapterhub.lora.tensorfile import (
     iter_canonical_bytes,
     load_bin,
 )
-
-WEIGHTS_NAME = "adapter_model.safetensors"
-LEGACY_WEIGHTS_NAME = "adapter_model.bin"
 
 
 class LoraAdapter:

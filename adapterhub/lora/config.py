@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from adapterhub.errors import InvalidAdapterError, UnsupportedAdapterError
-from adapterhub.lora.module import lora_scale
-
 CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+LEGACY_WEIGHTS_NAME = "adapter_model.bin"
+
+
+def lora_scale(rank: int, alpha: float, *, use_rslora: bool = False) -> float:
+    """PEFT's scaling: ``alpha / r``, or ``alpha / sqrt(r)`` for rsLoRA."""
+    return alpha / math.sqrt(rank) if use_rslora else alpha / rank
 
 
 def match_pattern_key(pattern_keys: list[str], module_path: str) -> str | None:

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-
-
-def lora_scale(rank: int, alpha: float, *, use_rslora: bool = False) -> float:
-    """PEFT's scaling: ``alpha / r``, or ``alpha / sqrt(r)`` for rsLoRA."""
-    return alpha / math.sqrt(rank) if use_rslora else alpha / rank
 
 
 @dataclass(frozen=True)
