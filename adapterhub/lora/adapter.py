@@ -103,9 +103,9 @@ class LoraAdapter:
     ) -> "LoraAdapter":
         """Build an in-memory adapter from modules, e.g. an engine's output.
 
-        Each module's scale is folded into B and its alpha set equal to its rank, so PEFT's
-        scaling is exactly 1 whatever rank each module has (different ranks go to ``rank_pattern``
-        and ``alpha_pattern`` keyed by the full module path).
+        Each module's scale is folded into B (in the module's dtype) and its alpha set equal to its
+        rank, so PEFT's scaling is exactly 1 whatever rank each module has (different ranks go to
+        ``rank_pattern`` and ``alpha_pattern`` keyed by the full module path).
 
         Args:
             modules: normalised module path -> module.
@@ -142,8 +142,9 @@ class LoraAdapter:
         raw.update(dict(config_overrides or {}))
         tensors: dict[str, torch.Tensor] = {}
         for path, module in modules.items():
-            B, A = module.folded()
-            tensors[lora_key(path, "A")] = A.contiguous()
+            # fold the scale into B in the module's own dtype (bf16 stays bf16), without a copy at 1.0
+            B = module.B if module.scale == 1.0 else (module.B.float() * module.scale).to(module.B.dtype)
+            tensors[lora_key(path, "A")] = module.A.contiguous()
             tensors[lora_key(path, "B")] = B.contiguous()
         for path, tensor in (extra_tensors or {}).items():
             tensors[extra_key(path)] = tensor.detach().contiguous()

@@ -72,7 +72,13 @@ class DictSource(TensorSource):
 
 
 class SafetensorsSource(TensorSource):
-    """Tensors in a safetensors file, memory-mapped through ``safe_open``.
+    """Tensors in a safetensors file, read one at a time with ``pread``.
+
+    ``safe_open`` validates the file once (header, dtypes, offsets, size: a truncated file is
+    refused here), then each tensor is read with a positioned read into its own buffer. Why not
+    keep the memory map: pages of a mapped file stay in the process's resident set once touched,
+    so streaming a merge over eight 150 MB adapters showed 1.2 GB RSS; with ``pread`` the resident
+    memory is the tensors actually held, which is what the streaming engines promise.
 
     Raises:
         InvalidAdapterError: the file is truncated or its header is malformed.
@@ -81,29 +87,54 @@ class SafetensorsSource(TensorSource):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            self._handle = safe_open(str(self.path), framework="pt", device="cpu")
-            self._keys = sorted(self._handle.keys())
-        except (SafetensorError, OSError, ValueError) as e:
+            with safe_open(str(self.path), framework="pt", device="cpu") as handle:
+                self._keys = sorted(handle.keys())
+            self._entries, self._data_start = _read_header(self.path)
+        except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
             raise InvalidAdapterError(
                 f"cannot read safetensors file ({e}); it is truncated or not a safetensors file", path=str(self.path)
             ) from e
+        if sorted(self._entries) != self._keys:
+            raise InvalidAdapterError("safetensors header lists tensors inconsistently", path=str(self.path))
 
     def keys(self) -> list[str]:
         return list(self._keys)
 
     def get(self, key: str) -> torch.Tensor:
+        dtype, shape, (begin, end) = self._entries[key]
         try:
-            return self._handle.get_tensor(key)
-        except (SafetensorError, OSError, ValueError) as e:
+            with open(self.path, "rb") as f:
+                data = os.pread(f.fileno(), end - begin, self._data_start + begin)
+        except OSError as e:
             raise InvalidAdapterError(f"cannot read tensor '{key}' ({e})", path=str(self.path)) from e
+        if len(data) != end - begin:
+            raise InvalidAdapterError(f"tensor '{key}' is truncated", path=str(self.path))
+        if not data:
+            return torch.empty(shape, dtype=dtype)
+        storage_dtype = torch.uint8 if dtype == torch.bool else dtype
+        tensor = torch.frombuffer(bytearray(data), dtype=storage_dtype).reshape(shape)
+        return tensor.to(torch.bool) if dtype == torch.bool else tensor
 
     def meta(self, key: str) -> tuple[torch.dtype, tuple[int, ...]]:
-        sliced = self._handle.get_slice(key)
-        dtype_name = sliced.get_dtype()
-        names = {name: dtype for dtype, name in DTYPE_NAMES.items()}
-        if dtype_name not in names:
-            raise InvalidAdapterError(f"tensor '{key}' has unsupported dtype {dtype_name}", path=str(self.path))
-        return names[dtype_name], tuple(sliced.get_shape())
+        dtype, shape, _ = self._entries[key]
+        return dtype, shape
+
+
+def _read_header(path: Path) -> tuple[dict[str, tuple[torch.dtype, tuple[int, ...], tuple[int, int]]], int]:
+    """Parse a safetensors header (already validated by ``safe_open``) into dtype, shape, offsets."""
+    names = {name: dtype for dtype, name in DTYPE_NAMES.items()}
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+    entries = {}
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        if info["dtype"] not in names:
+            raise ValueError(f"tensor '{key}' has unsupported dtype {info['dtype']}")
+        begin, end = info["data_offsets"]
+        entries[key] = (names[info["dtype"]], tuple(int(d) for d in info["shape"]), (int(begin), int(end)))
+    return entries, 8 + length
 
 
 def load_bin(path: str | Path) -> DictSource:

@@ -1,0 +1,255 @@
+"""The merge methods: parameters, per-module functions and the explicit list ``MERGE_METHODS``.
+
+Weights: methods that *sum* deltas (``linear``, ``cat``, ``svd``, ``linear_factors``,
+``dare_linear``, ``magnitude``) default every weight to 1, as PEFT's ``add_weighted_adapter``
+and task arithmetic do; ``ties`` and ``dare_ties`` also default to 1 because their disjoint mean
+already averages (PEFT and mergekit pass unnormalised weights to them); ``lego`` is an averaging
+method and defaults to ``1/n`` (with its default output reweighting only the ratios matter).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapterhub.errors import IncompatibleAdaptersError
+from adapterhub.merge import dense
+from adapterhub.merge.base import ModuleContext, ModuleMerge, Term
+from adapterhub.merge.factors import stack_terms, truncated_svd
+from adapterhub.merge.lego import lego_module
+from adapterhub.merge.registry import MergeMethod, MethodRegistry
+
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+K_HELP = "rank of the merged adapter (per module; at most the total input rank for factor-space methods)"
+
+
+# ---------------------------------------------------------------------------- parameters
+class NoParams(BaseModel):
+    model_config = _FROZEN
+
+
+class LinearParams(BaseModel):
+    model_config = _FROZEN
+    k: int | None = Field(None, ge=1, description="if set, truncate the exact sum to this rank (as svd); else keep it exact")
+
+
+class SvdParams(BaseModel):
+    model_config = _FROZEN
+    k: int = Field(8, ge=1, description=K_HELP)
+
+
+class _DenseParams(BaseModel):
+    model_config = _FROZEN
+    k: int = Field(8, ge=1, description=K_HELP)
+    refit: dense.RefitMode = Field(
+        "auto", description="rank-k refit: exact SVD, seeded randomised SVD, or auto (exact when min(d) <= 1024)"
+    )
+    oversample: int = Field(16, ge=0, description="randomised refit: sketch columns beyond k")
+    power_iters: int = Field(4, ge=0, description="randomised refit: subspace (power) iterations")
+
+
+class TiesParams(_DenseParams):
+    density: float = Field(0.2, gt=0, le=1, description="fraction of each delta's entries kept (largest magnitude)")
+    majority_sign: dense.MajoritySign = Field(
+        "total", description="elect each entry's sign by the sum of values (total) or by a count of signs (frequency)"
+    )
+
+
+class DareLinearParams(_DenseParams):
+    density: float = Field(0.5, gt=0, le=1, description="probability of keeping each entry (kept ones scaled by 1/density)")
+
+
+class DareTiesParams(DareLinearParams):
+    majority_sign: dense.MajoritySign = Field(
+        "total", description="elect each entry's sign by the sum of values (total) or by a count of signs (frequency)"
+    )
+
+
+class MagnitudeParams(_DenseParams):
+    density: float = Field(0.2, gt=0, le=1, description="fraction of each delta's entries kept (largest magnitude)")
+
+
+class LegoParams(BaseModel):
+    model_config = _FROZEN
+    k: int = Field(8, ge=1, description="number of clusters = rank of the merged adapter (all units kept if k >= total rank)")
+    cluster: Literal["kmeans", "kmedoids"] = Field(
+        "kmeans", description="k-means (k-means++ seeding, weighted) or k-medoids (FasterPAM) on unit directions"
+    )
+    restarts: int = Field(4, ge=1, description="seeded clustering restarts; the best objective is kept")
+    max_iter: int = Field(100, ge=1, description="iterations per clustering run")
+    param_reweight: bool = Field(True, description="rescale each centroid to the mean norm of its member units")
+    output_reweight: Literal["norm", "mean", "sum", "none"] = Field(
+        "norm",
+        description="scale of the merged delta: norm of the exact weighted sum (norm), mean or sum of the "
+        "inputs' norms, or none",
+    )
+
+
+# ---------------------------------------------------------------------------- per-module functions
+def _cat(terms: list[Term], params: BaseModel, ctx: ModuleContext) -> ModuleMerge:
+    B, A = stack_terms(terms)
+    return ModuleMerge(B, A)
+
+
+def _svd(terms: list[Term], params: BaseModel, ctx: ModuleContext) -> ModuleMerge:
+    B, A, _ = truncated_svd(*stack_terms(terms), params.k)  # type: ignore[attr-defined]
+    return ModuleMerge(B, A)
+
+
+def _linear(terms: list[Term], params: BaseModel, ctx: ModuleContext) -> ModuleMerge:
+    return _cat(terms, params, ctx) if params.k is None else _svd(terms, params, ctx)  # type: ignore[attr-defined]
+
+
+def _linear_factors(terms: list[Term], params: BaseModel, ctx: ModuleContext) -> ModuleMerge:
+    ranks = sorted({t.module.rank for t in terms})
+    if len(ranks) > 1:
+        raise IncompatibleAdaptersError(
+            f"linear_factors needs equal ranks per module; '{ctx.path}' has ranks {ranks}; use linear, cat or svd"
+        )
+    B = sum(math.sqrt(abs(t.coeff)) * t.module.B.float() for t in terms)
+    A = sum(math.copysign(math.sqrt(abs(t.coeff)), t.coeff) * t.module.A.float() for t in terms)
+    return ModuleMerge(B, A)  # type: ignore[arg-type]
+
+
+def _dense(combine):  # type: ignore[no-untyped-def]
+    """Wrap a dense combination (deltas, weights, params, generator) -> delta with the rank-k refit."""
+
+    def merge(terms: list[Term], params: BaseModel, ctx: ModuleContext) -> ModuleMerge:
+        p: _DenseParams = params  # type: ignore[assignment]
+        generator = ctx.generator()
+        deltas = [t.module.delta() for t in terms]
+        weights = torch.tensor([t.weight for t in terms], dtype=torch.float32)
+        merged = combine(deltas, weights, p, generator)
+        del deltas
+        B, A, error = dense.refit_low_rank(
+            merged, p.k, generator=generator, mode=p.refit, oversample=p.oversample, power_iters=p.power_iters
+        )
+        return ModuleMerge(B, A, {"refit_error": error})
+
+    return merge
+
+
+_ties = _dense(lambda d, w, p, g: dense.ties(d, w, p.density, p.majority_sign))
+_dare_linear = _dense(lambda d, w, p, g: dense.dare_linear(d, w, p.density, g))
+_dare_ties = _dense(lambda d, w, p, g: dense.dare_ties(d, w, p.density, p.majority_sign, g))
+_magnitude = _dense(lambda d, w, p, g: dense.magnitude(d, w, p.density))
+
+
+def _lego(terms: list[Term], params: BaseModel, ctx: ModuleContext) -> ModuleMerge:
+    p: LegoParams = params  # type: ignore[assignment]
+    return lego_module(
+        terms,
+        ctx,
+        k=p.k,
+        cluster=p.cluster,
+        restarts=p.restarts,
+        max_iter=p.max_iter,
+        param_reweight=p.param_reweight,
+        output_reweight=p.output_reweight,
+    )
+
+
+# ---------------------------------------------------------------------------- the list
+_DENSE_NOTE = (
+    "Works on the dense per-module deltas (one module at a time), then refits to rank k "
+    "(exact SVD for small layers, seeded randomised SVD otherwise; refit_error is reported)."
+)
+
+MERGE_METHODS: tuple[MergeMethod, ...] = (
+    MergeMethod(
+        name="linear",
+        description="Weighted sum of the deltas, sum_i w_i s_i B_i A_i, kept exact (rank = sum of ranks, by "
+        "concatenation) or truncated to rank k in factor space if k is given. Unlike PEFT's 'linear' it has no "
+        "cross terms (see linear_factors). Weights default to 1 (a sum).",
+        reference_url="https://arxiv.org/abs/2212.04089",
+        params=LinearParams,
+        default_weights="ones",
+        merge_module=_linear,
+    ),
+    MergeMethod(
+        name="linear_factors",
+        description="PEFT-compatible 'linear': merges A and B separately, (sum_i sqrt(w_i s_i) B_i)(sum_i "
+        "sqrt(w_i s_i) A_i), which adds cross terms B_i A_j and is NOT the weighted sum of the deltas. Needs equal "
+        "ranks. Only for reproducing PEFT/LoRAX results. Weights default to 1.",
+        reference_url="https://huggingface.co/docs/peft/main/en/package_reference/lora#peft.LoraModel.add_weighted_adapter",
+        params=NoParams,
+        default_weights="ones",
+        merge_module=_linear_factors,
+    ),
+    MergeMethod(
+        name="cat",
+        description="Rank concatenation: B = [w_1 s_1 B_1, ...], A = [A_1; ...], exactly the weighted sum of the "
+        "deltas at rank sum_i r_i. Weights default to 1 (a sum).",
+        reference_url="https://huggingface.co/docs/peft/main/en/developer_guides/model_merging",
+        params=NoParams,
+        default_weights="ones",
+        merge_module=_cat,
+    ),
+    MergeMethod(
+        name="svd",
+        description="Best rank-k approximation (Eckart-Young) of the weighted sum, computed in factor space: QR of "
+        "the stacked B and A^T, SVD of the small R x R core; never a dense d x d SVD. Singular values are split "
+        "evenly into both factors. Weights default to 1 (a sum).",
+        reference_url="https://huggingface.co/docs/peft/main/en/package_reference/lora#peft.LoraModel.add_weighted_adapter",
+        params=SvdParams,
+        default_weights="ones",
+        merge_module=_svd,
+    ),
+    MergeMethod(
+        name="ties",
+        description="TIES-merging as PEFT defines it: keep each delta's top-density entries by magnitude, elect a "
+        "sign per entry, average the weighted entries that agree with it (disjoint mean). "
+        + _DENSE_NOTE
+        + " Weights default to 1 (the disjoint mean already averages).",
+        reference_url="https://arxiv.org/abs/2306.01708",
+        params=TiesParams,
+        default_weights="ones",
+        merge_module=_ties,
+    ),
+    MergeMethod(
+        name="dare_linear",
+        description="DARE: drop each delta entry with probability 1-density (seeded), rescale kept entries by "
+        "1/density, then take the weighted sum. " + _DENSE_NOTE + " Weights default to 1 (a sum).",
+        reference_url="https://arxiv.org/abs/2311.03099",
+        params=DareLinearParams,
+        default_weights="ones",
+        merge_module=_dare_linear,
+    ),
+    MergeMethod(
+        name="dare_ties",
+        description="DARE's random drop-and-rescale followed by TIES' sign election and disjoint mean. "
+        + _DENSE_NOTE
+        + " Weights default to 1 (the disjoint mean already averages).",
+        reference_url="https://arxiv.org/abs/2311.03099",
+        params=DareTiesParams,
+        default_weights="ones",
+        merge_module=_dare_ties,
+    ),
+    MergeMethod(
+        name="magnitude",
+        description="Magnitude pruning (keep each delta's top-density entries by magnitude) then the weighted sum, "
+        "as PEFT's magnitude_prune. " + _DENSE_NOTE + " Weights default to 1 (a sum).",
+        reference_url="https://huggingface.co/docs/peft/main/en/package_reference/merge_utils",
+        params=MagnitudeParams,
+        default_weights="ones",
+        merge_module=_magnitude,
+    ),
+    MergeMethod(
+        name="lego",
+        description="LoRA-LEGO (Zhao et al., ICLR 2025): split every input into rank-one units, canonicalise them "
+        "(balanced norms, fixed sign), cluster them into k groups (k-means or k-medoids on unit directions), and "
+        "make each cluster centroid one rank of the output; parameter reweighting restores the norm lost by "
+        "averaging, output reweighting sets the overall scale. Weights are relative proportions and default to "
+        "1/n; with output_reweight='none' they are absolute. Formulas: adapterhub/merge/lego.py.",
+        reference_url="https://arxiv.org/abs/2409.16167",
+        params=LegoParams,
+        default_weights="uniform",
+        merge_module=_lego,
+    ),
+)
+
+REGISTRY = MethodRegistry(MERGE_METHODS)
