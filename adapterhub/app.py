@@ -269,6 +269,13 @@ class AdapterHub:
 
     # ------------------------------------------------------------------ merge
     @staticmethod
+    def merge_parameters() -> dict[str, list[dict[str, Any]]]:
+        """Method -> its parameters (name, default, help, choices); cheap, no torch import."""
+        from adapterhub.merge.params import parameter_table
+
+        return parameter_table()
+
+    @staticmethod
     def methods() -> list[dict[str, Any]]:
         """Every merge method with its description, reference and typed parameters (no catalog needed)."""
         from adapterhub.merge import list_methods
@@ -450,7 +457,8 @@ class AdapterHub:
             if existing is not None and any(r.source_revision == remote.sha for r in self.catalog.revisions(name)):
                 return existing
         expected = remote.lfs_sha256.get(WEIGHTS_NAME)
-        if expected is not None and sha256_file(folder / WEIGHTS_NAME) != expected:
+        file_sha256 = sha256_file(folder / WEIGHTS_NAME)
+        if expected is not None and file_sha256 != expected:
             raise InvalidAdapterError(
                 f"{WEIGHTS_NAME} of {repo_id}@{remote.sha[:12]} does not hash to the sha256 the hub lists "
                 "(truncated or corrupted download); pull again"
@@ -458,7 +466,7 @@ class AdapterHub:
         from adapterhub.lora import LoraAdapter
 
         adapter = LoraAdapter.from_files(AdapterConfig.load(folder / CONFIG_NAME), folder / WEIGHTS_NAME)
-        card = self._hub_card(folder / "README.md", adapter)
+        card = self._hub_card(folder / "README.md", adapter, file_sha256=file_sha256)
         if existing is None:
             record = self.add_adapter(
                 adapter,
@@ -481,19 +489,21 @@ class AdapterHub:
             self.catalog.update(name, tags=card.tags, task=card.task or "", description=card.description)
         return self.catalog.get(name)
 
-    def _hub_card(self, path: Path | None, adapter: LoraAdapter, text: str | None = None) -> Any:
-        """What a model card says, or an empty ``CardInfo``. A card whose recorded digest is not
-        this adapter's describes other content (e.g. weights replaced, card left as it was), so its
-        adapterhub section (lineage, metrics) is ignored and only its hub tags are kept."""
+    def _hub_card(self, path: Path | None, adapter: LoraAdapter, *, file_sha256: str | None = None) -> Any:
+        """What a model card says, or an empty ``CardInfo``.
+
+        A card whose recorded digest is not this adapter's describes other content (weights
+        replaced, card left as it was), so its adapterhub section (lineage, metrics, tags) is
+        ignored. ``file_sha256`` (of the weights file as received) saves a pass over the tensors
+        when it equals the recorded digest: only the canonical bytes hash to it.
+        """
         from adapterhub.modelcard import CardInfo, parse_card
 
-        if text is None:
-            if path is None or not path.is_file():
-                return CardInfo()
-            text = path.read_text(encoding="utf-8", errors="replace")
-        card = parse_card(text)
-        if card.digest is not None and card.digest != adapter.digest:
-            return CardInfo(tags=card.tags if not card.has_adapterhub_section else ())
+        if path is None or not path.is_file():
+            return CardInfo()
+        card = parse_card(path.read_text(encoding="utf-8", errors="replace"))
+        if card.digest is not None and card.digest != file_sha256 and card.digest != adapter.digest:
+            return CardInfo(base_model=card.base_model)
         return card
 
     def _hub_card_metrics(self, name: str, card: Any) -> None:
@@ -734,7 +744,9 @@ class AdapterHub:
             adapter = LoraAdapter.from_files(config, local(files[WEIGHTS_NAME]), validate=True)
             extras = {p: e for p, e in files.items() if p not in (CONFIG_NAME, WEIGHTS_NAME)}
             readme = extras.get(README_NAME)
-            card = self._hub_card(local(readme) if readme is not None else None, adapter)
+            card = self._hub_card(
+                local(readme) if readme is not None else None, adapter, file_sha256=files[WEIGHTS_NAME].sha256
+            )
             if head is not None:
                 same_extras = {p: e.sha256 for p, e in extras.items()} == {
                     p: f.sha256 for p, f in base.items() if p not in (CONFIG_NAME, WEIGHTS_NAME)

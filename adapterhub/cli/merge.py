@@ -18,18 +18,16 @@ from adapterhub.cli.output import handle_errors, human_size, info, print_json, p
 
 
 def _registry_params() -> dict[str, dict[str, Any]]:
-    """Parameter name -> help/type/defaults per method, over all registered methods (but ``k``)."""
+    """Parameter name -> help, choices and per-method defaults, over all methods (but ``k``)."""
     from adapterhub.app import AdapterHub
 
     params: dict[str, dict[str, Any]] = {}
-    for method in AdapterHub.methods():
-        for p in method["parameters"]:
+    for method, rows in AdapterHub.merge_parameters().items():
+        for p in rows:
             if p["name"] == "k":
                 continue
-            entry = params.setdefault(
-                p["name"], {"help": p["help"], "type": p["type"], "choices": p["choices"], "defaults": {}}
-            )
-            entry["defaults"][method["name"]] = p["default"]
+            entry = params.setdefault(p["name"], {"help": p["help"], "choices": p["choices"], "defaults": {}})
+            entry["defaults"][method] = p["default"]
     return params
 
 
@@ -126,7 +124,7 @@ def _build_merge_command():
     for pname, meta in sorted(_registry_params().items()):
         defaults = ", ".join(f"{m}: {d}" for m, d in meta["defaults"].items())
         choices = f" One of {', '.join(map(str, meta['choices']))}." if meta["choices"] else ""
-        help_text = f"{meta['help']}{choices} [{meta['type']}; default {defaults}]"
+        help_text = f"{meta['help'].rstrip('.')}.{choices} Defaults: {defaults}."
         extra.append(
             inspect.Parameter(pname, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
                               default=typer.Option(None, "--" + pname.replace("_", "-"), help=help_text))

@@ -11,18 +11,50 @@ Methods (``methods.MERGE_METHODS``): ``linear``, ``linear_factors``, ``cat``, ``
 ``dare_linear``, ``dare_ties``, ``magnitude``, ``lego`` (default).
 """
 
-from adapterhub.merge.engine import (
-    MergeReport,
-    MergeResult,
-    ModuleReport,
-    list_methods,
-    merge_adapters,
-    resolve_params,
-)
-from adapterhub.merge.methods import MERGE_METHODS, REGISTRY
-from adapterhub.merge.registry import MergeMethod, MethodInfo, MethodRegistry, ParamInfo
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from adapterhub.merge.params import METHOD_PARAMS, parameter_table
+
+if TYPE_CHECKING:
+    from adapterhub.merge.engine import (
+        MergeReport,
+        MergeResult,
+        ModuleReport,
+        list_methods,
+        merge_adapters,
+        resolve_params,
+    )
+    from adapterhub.merge.methods import MERGE_METHODS, REGISTRY
+    from adapterhub.merge.registry import MergeMethod, MethodInfo, MethodRegistry, ParamInfo
+
+# torch-backed names load on first use, so importing the parameter models stays cheap
+_LAZY = {
+    "MergeReport": "engine",
+    "MergeResult": "engine",
+    "ModuleReport": "engine",
+    "list_methods": "engine",
+    "merge_adapters": "engine",
+    "resolve_params": "engine",
+    "MERGE_METHODS": "methods",
+    "REGISTRY": "methods",
+    "MergeMethod": "registry",
+    "MethodInfo": "registry",
+    "MethodRegistry": "registry",
+    "ParamInfo": "registry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"adapterhub.merge.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'adapterhub.merge' has no attribute {name!r}")
+
 
 __all__ = [
+    "METHOD_PARAMS",
     "MERGE_METHODS",
     "REGISTRY",
     "MergeMethod",
@@ -33,6 +65,7 @@ __all__ = [
     "ModuleReport",
     "ParamInfo",
     "list_methods",
+    "parameter_table",
     "merge_adapters",
     "resolve_params",
 ]

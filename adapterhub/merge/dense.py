@@ -28,11 +28,10 @@ optimal rank-k error on pruned LoRA deltas (tested against the exact SVD).
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 
-MajoritySign = Literal["total", "frequency"]
+from adapterhub.merge.params import MajoritySign, RefitMode
 
 
 def magnitude_prune(tensor: torch.Tensor, density: float) -> torch.Tensor:
@@ -116,7 +115,6 @@ def magnitude(deltas: list[torch.Tensor], weights: torch.Tensor, density: float)
     return weighted_sum(stacked, weights)
 
 
-RefitMode = Literal["auto", "exact", "randomized"]
 
 
 def refit_low_rank(

@@ -13,81 +13,25 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from adapterhub.errors import IncompatibleAdaptersError
 from adapterhub.merge import dense
 from adapterhub.merge.base import ModuleContext, ModuleMerge, Term
 from adapterhub.merge.factors import stack_terms, truncated_svd
 from adapterhub.merge.lego import lego_module
+from adapterhub.merge.params import (
+    METHOD_PARAMS,
+    DareLinearParams,
+    DareTiesParams,
+    LegoParams,
+    LinearParams,
+    MagnitudeParams,
+    NoParams,
+    SvdParams,
+    TiesParams,
+)
 from adapterhub.merge.registry import MergeMethod, MethodRegistry
-
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
-
-K_HELP = "rank of the merged adapter (per module; at most the total input rank for factor-space methods)"
-
-
-# ---------------------------------------------------------------------------- parameters
-class NoParams(BaseModel):
-    model_config = _FROZEN
-
-
-class LinearParams(BaseModel):
-    model_config = _FROZEN
-    k: int | None = Field(None, ge=1, description="if set, truncate the exact sum to this rank (as svd); else keep it exact")
-
-
-class SvdParams(BaseModel):
-    model_config = _FROZEN
-    k: int = Field(8, ge=1, description=K_HELP)
-
-
-class _DenseParams(BaseModel):
-    model_config = _FROZEN
-    k: int = Field(8, ge=1, description=K_HELP)
-    refit: dense.RefitMode = Field(
-        "auto", description="rank-k refit: exact SVD, seeded randomised SVD, or auto (exact when min(d) <= 1024)"
-    )
-    oversample: int = Field(16, ge=0, description="randomised refit: sketch columns beyond k")
-    power_iters: int = Field(4, ge=0, description="randomised refit: subspace (power) iterations")
-
-
-class TiesParams(_DenseParams):
-    density: float = Field(0.2, gt=0, le=1, description="fraction of each delta's entries kept (largest magnitude)")
-    majority_sign: dense.MajoritySign = Field(
-        "total", description="elect each entry's sign by the sum of values (total) or by a count of signs (frequency)"
-    )
-
-
-class DareLinearParams(_DenseParams):
-    density: float = Field(0.5, gt=0, le=1, description="probability of keeping each entry (kept ones scaled by 1/density)")
-
-
-class DareTiesParams(DareLinearParams):
-    majority_sign: dense.MajoritySign = Field(
-        "total", description="elect each entry's sign by the sum of values (total) or by a count of signs (frequency)"
-    )
-
-
-class MagnitudeParams(_DenseParams):
-    density: float = Field(0.2, gt=0, le=1, description="fraction of each delta's entries kept (largest magnitude)")
-
-
-class LegoParams(BaseModel):
-    model_config = _FROZEN
-    k: int = Field(8, ge=1, description="number of clusters = rank of the merged adapter (all units kept if k >= total rank)")
-    cluster: Literal["kmeans", "kmedoids"] = Field(
-        "kmeans", description="k-means (k-means++ seeding, weighted) or k-medoids (FasterPAM) on unit directions"
-    )
-    restarts: int = Field(4, ge=1, description="seeded clustering restarts; the best objective is kept")
-    max_iter: int = Field(100, ge=1, description="iterations per clustering run")
-    param_reweight: bool = Field(True, description="rescale each centroid to the mean norm of its member units")
-    output_reweight: Literal["norm", "mean", "sum", "none"] = Field(
-        "norm",
-        description="scale of the merged delta: norm of the exact weighted sum (norm), mean or sum of the "
-        "inputs' norms, or none",
-    )
-
 
 # ---------------------------------------------------------------------------- per-module functions
 def _cat(terms: list[Term], params: BaseModel, ctx: ModuleContext) -> ModuleMerge:
@@ -253,3 +197,4 @@ MERGE_METHODS: tuple[MergeMethod, ...] = (
 )
 
 REGISTRY = MethodRegistry(MERGE_METHODS)
+assert {m.name: m.params for m in MERGE_METHODS} == METHOD_PARAMS, "params.METHOD_PARAMS is out of date"
