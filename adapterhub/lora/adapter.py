@@ -177,9 +177,10 @@ class LoraAdapter:
                     "(r / rank_pattern); config and tensors disagree",
                     path=self._origin,
                 )
-            if not targets_module(self.config.target_modules, path):
+            if not targets_module(self.config.target_modules, path, self.config.exclude_modules):
                 raise InvalidAdapterError(
-                    f"module '{path}' is not selected by target_modules {self.config.target_modules!r}; "
+                    f"module '{path}' is not selected by target_modules {self.config.target_modules!r} "
+                    f"(exclude_modules {self.config.exclude_modules!r}); "
                     "config and tensors disagree",
                     path=self._origin,
                 )
@@ -283,6 +284,14 @@ class LoraAdapter:
         with atomic_write(folder / CONFIG_NAME, "w") as f:
             f.write(self.config.to_json())
         return folder
+
+    def astype(self, dtype: torch.dtype) -> "LoraAdapter":
+        """A copy (in memory) with every floating-point tensor cast to ``dtype`` (e.g. fp16 to ship)."""
+        tensors = {}
+        for key in self._source.keys():
+            tensor = self._source.get(key)
+            tensors[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+        return LoraAdapter(self.config, DictSource(tensors), origin=self._origin)
 
     def with_config(self, config: AdapterConfig) -> "LoraAdapter":
         """The same tensors under another config (re-checked against the tensors)."""

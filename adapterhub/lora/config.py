@@ -37,13 +37,23 @@ def match_pattern_key(pattern_keys: list[str], module_path: str) -> str | None:
     return None
 
 
-def targets_module(target_modules: str | list[str] | None, module_path: str) -> bool:
-    """Whether PEFT's ``target_modules`` selects ``module_path`` (regex string or suffix list)."""
-    if target_modules is None:
+def _selects(pattern: str | list[str], module_path: str) -> bool:
+    """PEFT's module selection: a string is a regex that must match the whole path, a list holds
+    names that must equal the path or a dotted suffix of it."""
+    if isinstance(pattern, str):
+        return re.fullmatch(pattern, module_path) is not None
+    return any(module_path == t or module_path.endswith("." + t) for t in pattern)
+
+
+def targets_module(
+    target_modules: str | list[str] | None, module_path: str, exclude_modules: str | list[str] | None = None
+) -> bool:
+    """Whether PEFT's ``target_modules`` (minus ``exclude_modules``) selects ``module_path``."""
+    if exclude_modules and _selects(exclude_modules, module_path):
+        return False
+    if target_modules is None or target_modules == "all-linear":
         return True
-    if isinstance(target_modules, str):
-        return target_modules == "all-linear" or re.fullmatch(target_modules, module_path) is not None
-    return any(module_path == t or module_path.endswith("." + t) for t in target_modules)
+    return _selects(target_modules, module_path)
 
 
 class AdapterConfig:
@@ -128,6 +138,11 @@ class AdapterConfig:
     @property
     def target_modules(self) -> str | list[str] | None:
         value = self.raw.get("target_modules")
+        return sorted(value) if isinstance(value, (list, tuple, set)) else value
+
+    @property
+    def exclude_modules(self) -> str | list[str] | None:
+        value = self.raw.get("exclude_modules")
         return sorted(value) if isinstance(value, (list, tuple, set)) else value
 
     @property
