@@ -243,13 +243,17 @@ class AdapterHub:
             node["parents"].append(child)
         return node
 
+    def _referenced_digests(self) -> set[str]:
+        """Every blob something points at: adapter revisions and the hub's other files (model cards)."""
+        return self.catalog.referenced_digests() | self.hub_referenced_digests()
+
     def gc(self, *, grace_seconds: float = 3600.0) -> dict[str, Any]:
         """Remove blobs no catalog entry references and temp files left by killed processes.
 
         Anything younger than ``grace_seconds`` is kept: another process may be between writing a
         blob and committing its row. Use 0 only when nothing else writes to this home.
         """
-        result = self.blobs.gc(self.catalog.referenced_digests(), grace_seconds=grace_seconds)
+        result = self.blobs.gc(self._referenced_digests(), grace_seconds=grace_seconds)
         return {
             "blobs": list(result.blobs),
             "temp_files": [str(p) for p in result.temp_files],
@@ -260,7 +264,7 @@ class AdapterHub:
         """Check every referenced blob exists and hashes to its digest."""
         bad: list[str] = []
         missing: list[str] = []
-        for digest in sorted(self.catalog.referenced_digests()):
+        for digest in sorted(self._referenced_digests()):
             if not self.blobs.has(digest):
                 missing.append(digest)
             elif not self.blobs.verify(digest):

@@ -19,6 +19,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -237,10 +238,17 @@ class HubFile:
         return self.blob_path.read_bytes()
 
     def git_oid(self) -> str:
-        """The git object id: of the LFS pointer for LFS files, of the bytes otherwise."""
+        """The git object id: of the LFS pointer for LFS files, of the bytes otherwise (streamed)."""
         if self.lfs:
             return git_blob_oid(_lfs_pointer(self.sha256, self.size))
-        return git_blob_oid(self.read_small())
+        if self.content is not None:
+            return git_blob_oid(self.content)
+        assert self.blob_path is not None
+        h = hashlib.sha1(b"blob %d\0" % self.size)
+        with open(self.blob_path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+        return h.hexdigest()
 
     @property
     def etag(self) -> str:
@@ -331,14 +339,28 @@ class UploadStaging:
         max_bytes: most file bytes the commit may carry, in total.
     """
 
+    STALE_SECONDS = 24 * 3600
+
     def __init__(self, root: Path, *, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> None:
         root.mkdir(parents=True, exist_ok=True)
+        self._remove_stale(root)
         self.folder = Path(tempfile.mkdtemp(prefix=".upload-", dir=root))
         self.max_bytes = max_bytes
         self.total = 0
         self.files: dict[str, StagedFile] = {}
         self.deletions: list[tuple[str, bool]] = []
         self._count = 0
+
+    @classmethod
+    def _remove_stale(cls, root: Path) -> None:
+        """Remove staging folders a killed server left behind (untouched for a day)."""
+        cutoff = time.time() - cls.STALE_SECONDS
+        for entry in root.iterdir():
+            try:
+                if entry.name.startswith(".upload-") and entry.stat().st_mtime < cutoff:
+                    shutil.rmtree(entry, ignore_errors=True)
+            except FileNotFoundError:  # another process removed it first
+                pass
 
     def _charge(self, n: int) -> None:
         self.total += n
@@ -464,8 +486,15 @@ class HubClient:
 
     def _translate(self, e: Exception, repo_id: str, revision: str | None) -> AdapterHubError | None:
         """One place where ``huggingface_hub`` errors become adapterhub errors with a next step."""
-        import httpx2
         from huggingface_hub import errors as hf
+
+        try:  # huggingface_hub 1.x+ speaks httpx2; older releases used requests
+            import httpx2
+
+            unreachable: tuple[type[BaseException], ...] = (httpx2.ConnectError, httpx2.TimeoutException)
+        except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
+            unreachable = (ConnectionError, TimeoutError)
+        entry_missing = getattr(hf, "RemoteEntryNotFoundError", hf.EntryNotFoundError)
 
         where = f"'{repo_id}'" + (f" at revision '{revision}'" if revision else "") + f" on {self.endpoint}"
         detail = f" (server said: {e.server_message})" if getattr(e, "server_message", None) else ""
@@ -481,7 +510,7 @@ class HubClient:
                 f"repository {where} not found, or it is private and the token cannot see it; check the repo id "
                 "and HF_ENDPOINT, and set HF_TOKEN (or --token) for private repos"
             )
-        if isinstance(e, hf.RemoteEntryNotFoundError):
+        if isinstance(e, entry_missing):
             return HubError(f"{where}: a needed file is missing{detail}; is this a PEFT LoRA adapter repo?")
         if isinstance(e, (hf.OfflineModeIsEnabled, hf.LocalEntryNotFoundError)):
             return HubError(
@@ -496,7 +525,7 @@ class HubClient:
                     "with a token allowed to do this (`adapterhub token create` on an adapterhub server)"
                 )
             return HubError(f"hub request for {where} failed with HTTP {status}{detail}")
-        if isinstance(e, (httpx2.ConnectError, httpx2.TimeoutException)):
+        if isinstance(e, unreachable):
             return HubError(f"cannot reach {self.endpoint} ({e}); check HF_ENDPOINT and the network")
         if isinstance(e, ValueError) and "README.md" in str(e):
             return HubError(f"the hub refused the model card of {where}: {e}")

@@ -1,9 +1,9 @@
 """Database operations on the hub server's tables (``orm_hub``), on a ``Catalog``'s engine.
 
 Plain functions over a ``Catalog`` rather than methods on it, so the catalog stays about adapters
-and the hub tables stay in one place. Each function is one transaction (the catalog's own session
-helper, so SQLite writes take the write lock up front exactly as catalog writes do) and returns
-frozen records, never ORM objects.
+and the hub tables stay in one place. Each function is one transaction (``Catalog.session``, so
+SQLite writes take the write lock up front exactly as catalog writes do) and returns frozen
+records, never ORM objects.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _now() -> datetime:
 def create_repo(catalog: Catalog, name: str, *, private: bool) -> bool:
     """Record a hub repo; returns False (and changes nothing) when it was already recorded."""
     try:
-        with catalog._session(write=True) as session:
+        with catalog.session(write=True) as session:
             if session.scalar(select(exists().where(HubRepo.name == name))):
                 return False
             session.add(HubRepo(name=name, private=private, created=_now()))
@@ -99,14 +99,14 @@ def create_repo(catalog: Catalog, name: str, *, private: bool) -> bool:
 
 def get_repo(catalog: Catalog, name: str) -> HubRepoRecord | None:
     """The hub repo row of ``name``, or None when it was never created through the hub API."""
-    with catalog._session() as session:
+    with catalog.session() as session:
         row = session.scalars(select(HubRepo).where(HubRepo.name == name)).one_or_none()
         return HubRepoRecord(row.name, row.private, row.created) if row else None
 
 
 def private_repo_names(catalog: Catalog) -> set[str]:
     """Names of the repos created private (hidden from anonymous listings)."""
-    with catalog._session() as session:
+    with catalog.session() as session:
         return set(session.scalars(select(HubRepo.name).where(HubRepo.private.is_(True))))
 
 
@@ -128,14 +128,14 @@ def add_revision_files(catalog: Catalog, name: str, revision: str, files: Sequen
     """Attach extra files to a revision (their blobs must already be stored)."""
     if not files:
         return
-    with catalog._session(write=True) as session:
+    with catalog.session(write=True) as session:
         rev_id = _revision_id(session, name, revision)
         session.add_all(RevisionFile(revision_id=rev_id, path=f.path, digest=f.digest, size=f.size) for f in files)
 
 
 def revision_files(catalog: Catalog, name: str, revision: str) -> list[RevisionFileRecord]:
     """The extra files of one revision (full 40-hex id), by path."""
-    with catalog._session() as session:
+    with catalog.session() as session:
         rev_id = _revision_id(session, name, revision)
         rows = session.scalars(
             select(RevisionFile).where(RevisionFile.revision_id == rev_id).order_by(RevisionFile.path)
@@ -145,13 +145,13 @@ def revision_files(catalog: Catalog, name: str, revision: str) -> list[RevisionF
 
 def referenced_file_digests(catalog: Catalog) -> set[str]:
     """Every blob digest that a revision file references (add these to the catalog's for ``gc``)."""
-    with catalog._session() as session:
+    with catalog.session() as session:
         return set(session.scalars(select(RevisionFile.digest).distinct()))
 
 
 def file_digest_in_use(catalog: Catalog, digest: str) -> bool:
     """Whether any revision file references this blob."""
-    with catalog._session() as session:
+    with catalog.session() as session:
         return bool(session.scalar(select(exists().where(RevisionFile.digest == digest))))
 
 
@@ -169,7 +169,7 @@ def add_token(catalog: Catalog, *, name: str, token_sha256: str, write: bool) ->
         InvalidParameterError: a token with this name exists.
     """
     try:
-        with catalog._session(write=True) as session:
+        with catalog.session(write=True) as session:
             row = Token(name=name, token_sha256=token_sha256, write=write, created=_now(), last_used=None)
             session.add(row)
             session.flush()
@@ -182,7 +182,7 @@ def add_token(catalog: Catalog, *, name: str, token_sha256: str, write: bool) ->
 
 def list_tokens(catalog: Catalog) -> list[TokenRecord]:
     """All tokens, oldest first."""
-    with catalog._session() as session:
+    with catalog.session() as session:
         return [_token_record(r) for r in session.scalars(select(Token).order_by(Token.id))]
 
 
@@ -192,7 +192,7 @@ def remove_token(catalog: Catalog, key: str) -> TokenRecord:
     Raises:
         AuthError: no such token.
     """
-    with catalog._session(write=True) as session:
+    with catalog.session(write=True) as session:
         row = session.scalars(select(Token).where(Token.name == key)).one_or_none()
         if row is None and key.isdigit():
             row = session.get(Token, int(key))
@@ -205,12 +205,12 @@ def remove_token(catalog: Catalog, key: str) -> TokenRecord:
 
 def find_token(catalog: Catalog, token_sha256: str) -> TokenRecord | None:
     """The token whose secret hashes to ``token_sha256``, or None."""
-    with catalog._session() as session:
+    with catalog.session() as session:
         row = session.scalars(select(Token).where(Token.token_sha256 == token_sha256)).one_or_none()
         return _token_record(row) if row else None
 
 
 def touch_token(catalog: Catalog, token_id: int, when: datetime | None = None) -> None:
     """Record that a token was just used (callers throttle this; it is a write)."""
-    with catalog._session(write=True) as session:
+    with catalog.session(write=True) as session:
         session.execute(update(Token).where(Token.id == token_id).values(last_used=when or _now()))

@@ -1,0 +1,163 @@
+"""Hub commands: push, pull, serve, and the server's access tokens (token create/list/revoke)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from adapterhub.cli.catalog import JSON_OPTION, open_hub
+from adapterhub.cli.output import handle_errors, info, print_json, print_table
+
+ENDPOINT_OPTION = typer.Option(None, "--endpoint", help="Hub URL (default HF_ENDPOINT, else huggingface.co).")
+TOKEN_OPTION = typer.Option(None, "--token", help="Access token (default HF_TOKEN, else the saved login).")
+
+
+def push(
+    name: str = typer.Argument(..., help="Catalog name, 'namespace/name'."),
+    repo_id: str = typer.Argument(..., help="Hub repo id, 'namespace/name'."),
+    revision: str = typer.Option("main", "--revision", help="Branch to commit to."),
+    private: bool = typer.Option(False, "--private", help="Create the repo private (if it does not exist)."),
+    endpoint: Optional[str] = ENDPOINT_OPTION,
+    token: Optional[str] = TOKEN_OPTION,
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Upload an adapter to a hub repo (PEFT folder + model card), creating the repo if needed.
+
+    Example:
+        adapterhub push acme/sql-lora acme/sql-lora --endpoint http://127.0.0.1:8000
+    """
+    with handle_errors():
+        result = open_hub().push(name, repo_id, revision=revision, private=private, endpoint=endpoint, token=token)
+    if json_output:
+        print_json(result)
+    else:
+        info(f"pushed {name} to {result['url']} (commit {result['revision'][:12]})")
+
+
+def pull(
+    repo_id: str = typer.Argument(..., help="Hub repo id, 'namespace/name'."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit (default main)."),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Catalog name (default: the repo id)."),
+    endpoint: Optional[str] = ENDPOINT_OPTION,
+    token: Optional[str] = TOKEN_OPTION,
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Download, validate and import an adapter from a hub repo (a new commit becomes a new revision).
+
+    Example:
+        adapterhub pull org/some-lora --name acme/some-lora
+    """
+    with handle_errors():
+        record = open_hub().pull(repo_id, revision=revision, name=name, endpoint=endpoint, token=token)
+    if json_output:
+        print_json(record.to_dict())
+    else:
+        info(
+            f"pulled {repo_id}@{(record.source_revision or '')[:12]} as {record.name} "
+            f"(revision {(record.revision or '')[:12]}, sha256 {record.digest[:12]})"
+        )
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
+    read_token_required: bool = typer.Option(
+        False, "--read-token-required", help="Reads need a token too (writes always do)."
+    ),
+    max_upload_mb: int = typer.Option(2048, "--max-upload-mb", min=1, help="Most MiB of files per commit."),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+) -> None:
+    """Serve the catalog as a Hugging Face-compatible hub and a REST API (docs at /docs).
+
+    Clients point HF_ENDPOINT at it: huggingface_hub and PEFT then push and pull as usual.
+
+    Example:
+        adapterhub serve --port 8000 && HF_ENDPOINT=http://127.0.0.1:8000 python -c "..."
+    """
+    try:
+        from adapterhub.server import serve as run_server
+    except ModuleNotFoundError as e:
+        if e.name not in ("fastapi", "uvicorn", "starlette"):
+            raise
+        info(f"error: `adapterhub serve` needs {e.name}; install it with: pip install 'adapterhub[server]'")
+        raise typer.Exit(code=1) from None
+
+    with handle_errors():
+        hub = open_hub()
+    info(f"adapterhub serving {hub.settings.home} on http://{host}:{port} (docs at /docs)")
+    run_server(
+        hub,
+        host=host,
+        port=port,
+        read_token_required=read_token_required,
+        max_upload_bytes=max_upload_mb * 1024 * 1024,
+        log_level=log_level,
+    )
+
+
+token_app = typer.Typer(
+    help=(
+        "Access tokens of `adapterhub serve`: create, list, revoke (only their sha256 is stored).\n\n"
+        "Example:\n    adapterhub token create --name ci"
+    ),
+    no_args_is_help=True,
+)
+
+
+@token_app.command("create")
+def token_create(
+    name: Optional[str] = typer.Option(None, "--name", help="A name to list and revoke it by."),
+    read_only: bool = typer.Option(False, "--read-only", help="Allow reads only (for --read-token-required)."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Create a token and print it once (it cannot be shown again).
+
+    Example:
+        adapterhub token create --name ci
+    """
+    with handle_errors():
+        result = open_hub().create_token(name=name, write=not read_only)
+    if json_output:
+        print_json(result)
+    else:
+        typer.echo(result["token"])
+        info(f"token '{result['name']}' ({result['scope']}) created; store it now, it is not shown again")
+
+
+@token_app.command("list")
+def token_list(json_output: bool = JSON_OPTION) -> None:
+    """List tokens (names and scopes, never the secrets).
+
+    Example:
+        adapterhub token list --json
+    """
+    with handle_errors():
+        tokens = open_hub().list_tokens()
+    if json_output:
+        print_json(tokens)
+        return
+    print_table(
+        f"{len(tokens)} token(s)",
+        ["id", "name", "scope", "created", "last used"],
+        [[t["id"], t["name"], t["scope"], t["created"], t["last_used"] or "-"] for t in tokens],
+    )
+
+
+@token_app.command("revoke")
+def token_revoke(key: str = typer.Argument(..., help="Token name (or id).")) -> None:
+    """Revoke a token; clients using it are refused at once.
+
+    Example:
+        adapterhub token revoke ci
+    """
+    with handle_errors():
+        result = open_hub().revoke_token(key)
+    info(f"revoked token '{result['name']}'")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("push")(push)
+    app.command("pull")(pull)
+    app.command("serve")(serve)
+    app.add_typer(token_app, name="token")

@@ -1,0 +1,351 @@
+"""The hub routes ``huggingface_hub`` (2.x) and PEFT call, answered from the catalog and blob store.
+
+Each route was checked against what the installed client sends (``hf_api.py``: ``create_repo``,
+``model_info``/``repo_info``, ``list_repo_tree``, ``preupload_lfs_files``/``create_commit``;
+``file_download.py``: ``get_hf_file_metadata``/``hf_hub_download``; ``_commit_api.py``) and is
+exercised by the tests with the real client on loopback:
+
+- ``POST /api/repos/create``                                  create a repo (409 + url if it exists)
+- ``GET  /api/models/{ns}/{name}[/revision/{rev}]``           model info: ``sha``, ``siblings``
+- ``GET  /api/models/{ns}/{name}/tree/{rev}[/{path}]``         file listing (``recursive`` honoured)
+- ``GET|HEAD /{ns}/{name}/resolve/{rev}/{path}``               file bytes with ``X-Repo-Commit``,
+  ``ETag`` (sha256 for LFS-like files, git oid otherwise, quoted), ``Content-Length``, ranges
+- ``POST /api/models/{ns}/{name}/preupload/{rev}``             always ``uploadMode: regular``
+- ``POST /api/models/{ns}/{name}/commit/{rev}``                NDJSON commit, streamed to staging
+- ``POST /api/validate-yaml``                                  model card front matter check
+
+Catalog entries are repos ``namespace/name``; every catalog revision is an immutable commit (its
+40-hex id); ``main`` is the head. Blobs are streamed from the blob store, never read whole.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+
+from adapterhub.errors import InvalidAdapterError, InvalidParameterError
+from adapterhub.modelcard import validate_card
+from adapterhub.server.auth import hub_of, require_read, require_write
+from adapterhub.server.ndjson import CommitBodyParser
+from adapterhub.store.blobs import BlobNotFoundError
+from adapterhub.store.hub import (
+    EntryNotFoundError,
+    HubFile,
+    HubRevisionNotFoundError,
+    UploadTooLargeError,
+    check_allowed_file,
+    check_repo_path,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["hub (huggingface_hub protocol)"])
+
+_HEAD_ALIASES = ("main", "HEAD", "head")
+_FEED_BATCH = 4 << 20  # hand the parser this much at a time (it runs in a worker thread)
+
+
+class _BlobResponse(FileResponse):
+    chunk_size = 1 << 20  # 1 MiB reads: fewer thread hops than Starlette's 64 KiB for 100 MB blobs
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    """The request's JSON object body, read after the auth checks (so they answer first)."""
+    try:
+        payload = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        payload = None
+    if not isinstance(payload, dict):
+        raise InvalidParameterError("the request body must be a JSON object")
+    return payload
+
+
+# -- repos ---------------------------------------------------------------------------------------
+
+
+@router.post("/api/repos/create")
+async def create_repo(request: Request) -> JSONResponse:
+    """Create a model repo ``organization/name`` (``huggingface_hub.HfApi.create_repo``)."""
+    await run_in_threadpool(require_write, request)
+    payload = await _json_object(request)
+    return await run_in_threadpool(_create_repo, request, payload)
+
+
+def _create_repo(request: Request, payload: dict[str, Any]) -> JSONResponse:
+    repo_type = payload.get("type") or "model"
+    if repo_type != "model":
+        raise InvalidParameterError(f"this hub holds model repos (LoRA adapters) only, not {repo_type!r} repos")
+    namespace, name = payload.get("organization"), payload.get("name")
+    if not namespace or not isinstance(name, str):
+        raise InvalidParameterError("give the repo id as 'namespace/name' (this hub has no per-user namespace)")
+    repo_id = f"{namespace}/{name}"
+    private = payload.get("visibility") == "private" or bool(payload.get("private"))
+    created = hub_of(request).hub_create_repo(repo_id, private=private)
+    url = f"{_base_url(request)}/{repo_id}"
+    if not created:
+        return JSONResponse(
+            {"error": f"repo '{repo_id}' already exists", "url": url},
+            status_code=409,
+            headers={"X-Error-Message": "You already created this model repo"},
+        )
+    return JSONResponse({"url": url, "name": repo_id, "id": repo_id})
+
+
+def _model_info(request: Request, repo_id: str, revision: str | None) -> dict[str, Any]:
+    require_read(request, repo_id)
+    hub = hub_of(request)
+    namespace = repo_id.split("/", 1)[0]
+    try:
+        snap = hub.hub_snapshot(repo_id, revision or "main")
+    except HubRevisionNotFoundError:
+        if revision is not None:
+            raise
+        # An empty repo (created, nothing committed yet): the hub answers with no commit and no files.
+        return {"id": repo_id, "modelId": repo_id, "author": namespace, "sha": None, "siblings": [], "tags": []}
+    record = hub.get(repo_id)
+    return {
+        "_id": snap.revision,
+        "id": repo_id,
+        "modelId": repo_id,
+        "author": namespace,
+        "sha": snap.revision,
+        "lastModified": _iso(snap.created),
+        "createdAt": _iso(record.created) if record.created else _iso(snap.created),
+        "private": snap.private,
+        "gated": False,
+        "disabled": False,
+        "downloads": 0,
+        "likes": 0,
+        "library_name": "peft",
+        "tags": ["peft", "lora", *record.tags],
+        "siblings": [f.sibling() for f in snap.files.values()],
+        "cardData": {"library_name": "peft", "base_model": record.base_model, "tags": list(record.tags)},
+    }
+
+
+@router.get("/api/models/{namespace}/{name}")
+def model_info(namespace: str, name: str, request: Request) -> dict[str, Any]:
+    """Model info of the head (``HfApi.model_info``/``repo_info``): ``sha`` and ``siblings``."""
+    return _model_info(request, f"{namespace}/{name}", None)
+
+
+@router.get("/api/models/{namespace}/{name}/revision/{revision:path}")
+def model_info_revision(namespace: str, name: str, revision: str, request: Request) -> dict[str, Any]:
+    """Model info at a revision (``main``, a commit id or a unique prefix of one)."""
+    return _model_info(request, f"{namespace}/{name}", revision)
+
+
+def _tree(request: Request, repo_id: str, revision: str, path: str, recursive: bool) -> list[dict[str, Any]]:
+    require_read(request, repo_id)
+    snap = hub_of(request).hub_snapshot(repo_id, revision)
+    prefix = path.strip("/")
+    prefix = prefix + "/" if prefix else ""
+    if prefix and not any(p.startswith(prefix) for p in snap.files):
+        raise EntryNotFoundError(repo_id, snap.revision, path)
+    entries: list[dict[str, Any]] = []
+    folders: set[str] = set()
+    for p, f in snap.files.items():
+        if not p.startswith(prefix):
+            continue
+        rest = p[len(prefix) :]
+        parts = rest.split("/")
+        for depth in range(1, len(parts)):
+            if depth > 1 and not recursive:
+                break
+            folders.add(prefix + "/".join(parts[:depth]))
+        if recursive or len(parts) == 1:
+            entries.append(f.tree_entry())
+    for folder in sorted(folders):
+        entries.append({"type": "directory", "oid": "0" * 40, "size": 0, "path": folder})
+    return sorted(entries, key=lambda e: e["path"])
+
+
+@router.get("/api/models/{namespace}/{name}/tree/{revision}")
+def tree_root(namespace: str, name: str, revision: str, request: Request, recursive: bool = False) -> list[dict[str, Any]]:
+    """Files of a revision (``HfApi.list_repo_tree``); one page, no ``Link`` header."""
+    return _tree(request, f"{namespace}/{name}", revision, "", recursive)
+
+
+@router.get("/api/models/{namespace}/{name}/tree/{revision}/{path:path}")
+def tree_path(
+    namespace: str, name: str, revision: str, path: str, request: Request, recursive: bool = False
+) -> list[dict[str, Any]]:
+    """Files under a folder of a revision."""
+    return _tree(request, f"{namespace}/{name}", revision, path, recursive)
+
+
+# -- download ------------------------------------------------------------------------------------
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """A single ``bytes=a-b`` range as (start, end exclusive); None for none or unsupported ones."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first, _, last = header[6:].strip().partition("-")
+    try:
+        if first == "":
+            n = int(last)
+            return (max(size - n, 0), size) if n > 0 else None
+        start = int(first)
+        end = int(last) + 1 if last else size
+    except ValueError:
+        return None
+    if start >= size or end <= start:
+        return None
+    return start, min(end, size)
+
+
+def _bytes_response(content: bytes, headers: dict[str, str], range_header: str | None) -> Response:
+    window = _parse_range(range_header, len(content))
+    if window is None:
+        return Response(content, headers=headers, media_type="application/octet-stream")
+    start, end = window
+    headers = {**headers, "Content-Range": f"bytes {start}-{end - 1}/{len(content)}"}
+    return Response(content[start:end], status_code=206, headers=headers, media_type="application/octet-stream")
+
+
+@router.get("/{namespace}/{name}/resolve/{revision}/{path:path}", operation_id="resolve_file")
+@router.head("/{namespace}/{name}/resolve/{revision}/{path:path}", operation_id="resolve_file_metadata")
+def resolve(namespace: str, name: str, revision: str, path: str, request: Request) -> Response:
+    """A file of a revision (``hf_hub_download``; HEAD for ``get_hf_file_metadata``)."""
+    repo_id = f"{namespace}/{name}"
+    require_read(request, repo_id)
+    snap = hub_of(request).hub_snapshot(repo_id, revision)
+    f: HubFile | None = snap.files.get(path)
+    if f is None:
+        raise EntryNotFoundError(repo_id, snap.revision, path)
+    headers = {"X-Repo-Commit": snap.revision, "ETag": f'"{f.etag}"', "Accept-Ranges": "bytes"}
+    if f.blob_path is None:
+        assert f.content is not None
+        return _bytes_response(f.content, headers, request.headers.get("range"))
+    try:
+        stat = f.blob_path.stat()
+    except FileNotFoundError:
+        raise BlobNotFoundError(f.sha256, f.blob_path) from None
+    return _BlobResponse(f.blob_path, headers=headers, media_type="application/octet-stream", stat_result=stat)
+
+
+# -- upload --------------------------------------------------------------------------------------
+
+
+def _check_commit_target(request: Request, repo_id: str, revision: str) -> None:
+    require_write(request)
+    hub_of(request).hub_repo_private(repo_id)  # raises RepoNotFoundError
+    if revision not in _HEAD_ALIASES:
+        raise HubRevisionNotFoundError(repo_id, revision, " (this hub commits to 'main' only)")
+    if request.query_params.get("create_pr"):
+        raise InvalidParameterError("pull requests are not supported by this hub; commit to 'main'")
+
+
+@router.post("/api/models/{namespace}/{name}/preupload/{revision}")
+async def preupload(namespace: str, name: str, revision: str, request: Request) -> dict[str, Any]:
+    """Tell the client how to upload each file: always inline (``regular``), in the commit itself.
+
+    Paths, forbidden files (by name and by the sample's first bytes) and the size limit are checked
+    here already, so a bad upload fails before its bytes are sent.
+    """
+    await run_in_threadpool(_check_commit_target, request, f"{namespace}/{name}", revision)
+    payload = await _json_object(request)
+    files = payload.get("files")
+    if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
+        raise InvalidParameterError("preupload expects {'files': [{'path', 'sample', 'size'}, ...]}")
+    sizes = []
+    for f in files:
+        path = check_repo_path(f.get("path"))
+        try:
+            sample = base64.b64decode(f.get("sample") or "", validate=True)
+        except (binascii.Error, ValueError):
+            sample = b""
+        check_allowed_file(path, sample[:16])
+        size = f.get("size")
+        sizes.append(size if isinstance(size, int) and size >= 0 else 0)
+    limit = request.app.state.max_upload_bytes
+    if sum(sizes) > limit:
+        raise UploadTooLargeError(
+            f"these files hold {sum(sizes)} bytes, more than the server's limit of {limit} bytes per commit; "
+            "upload fewer or smaller files (or raise the limit with `adapterhub serve --max-upload-mb`)"
+        )
+    return {
+        "files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files],
+        "commitOid": None,
+    }
+
+
+@router.post("/api/models/{namespace}/{name}/commit/{revision}")
+async def commit(namespace: str, name: str, revision: str, request: Request) -> dict[str, Any]:
+    """Apply an NDJSON commit (``HfApi.create_commit``): a header line, then file operations.
+
+    The body is parsed as it arrives: file contents are base64-decoded straight into a private
+    staging folder, so memory stays small whatever the file size. The commit is validated as a
+    whole (a valid PEFT LoRA adapter, safetensors only, safe paths, within the size limit) and only
+    then stored; a refused commit changes neither the catalog nor the blob store.
+    """
+    repo_id = f"{namespace}/{name}"
+    hub = hub_of(request)
+    await run_in_threadpool(_check_commit_target, request, repo_id, revision)
+    limit: int = request.app.state.max_upload_bytes
+    body_limit = limit * 4 // 3 + (1 << 20)  # base64 inflates by 4/3; plus JSON around it
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > body_limit:
+        raise UploadTooLargeError(
+            f"the commit body is {declared} bytes, over this server's limit of {limit} bytes of files per commit; "
+            "upload fewer or smaller files (or raise the limit with `adapterhub serve --max-upload-mb`)"
+        )
+    staging = await run_in_threadpool(hub.hub_staging, max_bytes=limit)
+    try:
+        parser = CommitBodyParser(staging)
+        received = 0
+        buffer = bytearray()
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > body_limit:
+                raise UploadTooLargeError(f"the commit body is larger than this server's limit ({limit} bytes of files)")
+            buffer += chunk
+            if len(buffer) >= _FEED_BATCH:
+                await run_in_threadpool(parser.feed, bytes(buffer))
+                buffer.clear()
+        if declared is not None and declared.isdigit() and received != int(declared):
+            raise InvalidAdapterError(f"the commit body was truncated: {received} of {declared} bytes arrived")
+        if buffer:
+            await run_in_threadpool(parser.feed, bytes(buffer))
+        parser.close()
+        header = parser.header or {}
+        message = header.get("summary") if isinstance(header.get("summary"), str) else ""
+        parent = header.get("parentCommit") if isinstance(header.get("parentCommit"), str) else None
+        sha = await run_in_threadpool(
+            hub.hub_commit, repo_id, staging, revision=revision, message=message, parent_commit=parent
+        )
+    finally:
+        await run_in_threadpool(staging.close)
+    return {"commitUrl": f"{_base_url(request)}/{repo_id}/commit/{sha}", "commitOid": sha, "pullRequestUrl": None}
+
+
+@router.post("/api/validate-yaml")
+async def validate_yaml(request: Request) -> JSONResponse:
+    """Check a model card's front matter before a commit (``HfApi._validate_yaml``)."""
+    await run_in_threadpool(require_read, request)
+    payload = await _json_object(request)
+    content = payload.get("content")
+    if not isinstance(content, str):
+        raise InvalidParameterError("validate-yaml expects {'content': '<README.md text>'}")
+    errors = validate_card(content)
+    if errors:
+        return JSONResponse(
+            {"error": "; ".join(errors), "errors": [{"message": e} for e in errors], "warnings": []}, status_code=400
+        )
+    return JSONResponse({"errors": [], "warnings": []})

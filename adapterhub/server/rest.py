@@ -1,0 +1,92 @@
+"""The REST face under ``/v1``: list and search, show, lineage, and merge on demand.
+
+Same facade, same errors as the CLI (``adapter_id``, ``base_model``, ``revision`` mean the same
+thing in both). ``POST /v1/merge`` stores the merged adapter in the catalog, so its repo id is at
+once pullable by any hub client (``snapshot_download``, ``PeftModel.from_pretrained``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapterhub.server.auth import hub_of, require_read, require_write
+
+__all__ = ["MergeRequest", "router"]
+
+router = APIRouter(prefix="/v1", tags=["rest"])
+
+
+class MergeRequest(BaseModel):
+    """Compose a new adapter from catalog adapters (``AdapterHub.merge``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    names: list[str] = Field(..., min_length=1, description="Input adapters, 'namespace/name'.")
+    method: str = Field("lego", description="Merge method (see `adapterhub merge --help`).")
+    k: int | None = Field(None, ge=1, description="Rank of the result (LEGO: number of clusters).")
+    weights: list[float] | None = Field(None, description="One weight per input adapter.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Method parameters.")
+    name: str | None = Field(None, description="Catalog name of the result; chosen by the hub if omitted.")
+    seed: int | None = Field(None, description="Random seed (methods that cluster or sample); default 0.")
+
+
+@router.get("/health")
+def health() -> dict[str, str]:
+    """Liveness check."""
+    return {"status": "ok"}
+
+
+@router.get("/adapters")
+def list_adapters(
+    request: Request,
+    task: str | None = None,
+    tag: str | None = None,
+    base_model: str | None = None,
+    q: str | None = Query(None, description="Free text in name, task, tags, description."),
+    limit: int | None = Query(None, ge=1, le=100_000),
+) -> list[dict[str, Any]]:
+    """Catalog entries matching every filter, by name (private repos only with a token)."""
+    token = require_read(request)
+    hub = hub_of(request)
+    records = hub.list(base_model=base_model, task=task, tag=tag, query=q, limit=limit)
+    if token is None:
+        private = hub.hub_private_repos()
+        records = [r for r in records if r.name not in private]
+    return [r.to_dict() for r in records]
+
+
+@router.get("/adapters/{namespace}/{name}")
+def show_adapter(namespace: str, name: str, request: Request) -> dict[str, Any]:
+    """One adapter: metadata, lineage rows, children, metrics, revisions."""
+    adapter_id = f"{namespace}/{name}"
+    require_read(request, adapter_id)
+    return hub_of(request).show(adapter_id)
+
+
+@router.get("/adapters/{namespace}/{name}/lineage")
+def adapter_lineage(namespace: str, name: str, request: Request) -> dict[str, Any]:
+    """What an adapter was made from, recursively."""
+    adapter_id = f"{namespace}/{name}"
+    require_read(request, adapter_id)
+    return hub_of(request).lineage(adapter_id)
+
+
+@router.post("/merge")
+def merge(spec: MergeRequest, request: Request) -> dict[str, Any]:
+    """Merge adapters into a new catalog entry; returns its repo id (pullable at once)."""
+    require_write(request)
+    outcome = hub_of(request).merge(
+        spec.names,
+        method=spec.method,
+        k=spec.k,
+        weights=spec.weights,
+        params=spec.params,
+        name=spec.name,
+        **({"seed": spec.seed} if spec.seed is not None else {}),
+    )
+    record = outcome.record
+    base = str(request.base_url).rstrip("/")
+    return {"repo_id": record.name, "revision": record.revision, "url": f"{base}/{record.name}", **outcome.to_dict()}
