@@ -48,11 +48,12 @@ class MergeOutcome:
 
 
 def _normalise_tags(tags: Iterable[str]) -> list[str]:
-    cleaned = sorted({t.strip() for t in tags if t and t.strip()})
+    """Tags as the catalog keeps them (stripped, de-duplicated), or an error naming the bad one."""
+    cleaned = [t.strip() for t in tags if t and t.strip()]
     for tag in cleaned:
         if len(tag) > 100 or any(c in tag for c in "\n\r\t"):
-            raise InvalidAdapterError(f"invalid tag {tag!r}: tags are one line of at most 100 characters")
-    return cleaned
+            raise InvalidParameterError(f"invalid tag {tag!r}: tags are one line of at most 100 characters")
+    return list(dict.fromkeys(cleaned))
 
 
 def _summarise_targets(adapter: LoraAdapter) -> list[str]:
@@ -120,7 +121,11 @@ class AdapterHub:
         source_repo: str | None = None,
         source_revision: str | None = None,
     ) -> AdapterRecord:
-        """Store an in-memory or on-disk adapter (e.g. an engine's output) with its lineage."""
+        """Store an in-memory or on-disk adapter (e.g. an engine's output) with its lineage.
+
+        ``operation`` and ``source`` become the first revision's message ("import: ./my-lora"),
+        so ``show`` tells where an entry came from even when it has no parents.
+        """
         validate_name(name)
         if self.catalog.exists(name):
             raise AdapterExistsError(name)
@@ -148,8 +153,9 @@ class AdapterHub:
             source_revision=source_revision,
             created=datetime.now(timezone.utc),
         )
+        message = f"{operation}: {source}" if source else operation
         try:
-            return self.catalog.add(record, lineage)
+            return self.catalog.add(record, lineage, message=message)
         except BaseException:
             if not self.catalog.digest_in_use(digest):
                 self.blobs.delete(digest)
