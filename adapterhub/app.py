@@ -814,3 +814,337 @@ class AdapterHub:
         from adapterhub.store import hub_catalog
 
         return hub_catalog.private_repo_names(self.catalog)
+
+    # ------------------------------------------------------------------ evaluation (train, eval, demo)
+    # Train a task adapter, score adapters (merged ones on each parent's task), the merge-quality
+    # table and the demo. Models, tasks and engines are imported inside each method, so catalog
+    # commands never load torch or transformers.
+
+    def train(
+        self,
+        task: str,
+        *,
+        name: str,
+        rank: int = 8,
+        alpha: float = 16,
+        epochs: int = 3,
+        lr: float = 1e-3,
+        batch_size: int = 32,
+        seed: int = 0,
+        protocol: str = "similarity",
+        base_model: str | None = None,
+        tags: Sequence[str] = (),
+        description: str | None = None,
+        threads: int | None = None,
+    ) -> dict[str, Any]:
+        """Train one LoRA for a shipped task on the default base model and store it with its metrics.
+
+        The adapter is scored on the task's held-out test split (and the zero-shot baseline beside
+        it); the catalog entry records the task, the label descriptions (in its description and in
+        the ``accuracy`` metric's ``extra``) and the metrics (validation and test).
+
+        Args:
+            task: a shipped task name (``adapterhub.eval.list_tasks()``).
+            name: catalog name of the new adapter.
+            rank, alpha, epochs, lr, batch_size, seed: training hyperparameters.
+            protocol: ``"similarity"`` (no head, the adapter carries the task) or ``"head"``.
+            base_model: a local ``transformers`` checkpoint folder (default: the packaged MiniLM).
+            threads: torch threads while training (``None``: leave torch's setting).
+
+        Returns:
+            ``{"adapter": record, "task", "protocol", "metrics": {...}, "params": {...}}``.
+
+        Raises:
+            InvalidNameError, AdapterExistsError, TaskNotFoundError, InvalidParameterError,
+            BaseModelNotFoundError.
+        """
+        from adapterhub.eval.evaluate import evaluate
+        from adapterhub.eval.merge_quality import torch_threads
+        from adapterhub.eval.tasks import load_task
+        from adapterhub.models.base import load_base_model
+        from adapterhub.models.train import train_adapter
+
+        from adapterhub.eval.evaluate import PROTOCOLS
+
+        if protocol not in PROTOCOLS:
+            raise InvalidParameterError(f"unknown protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}")
+        validate_name(name)
+        if self.catalog.exists(name):
+            raise AdapterExistsError(name)
+        spec = load_task(task)
+        with torch_threads(threads):
+            base = load_base_model(base_model)  # fresh: training changes the model (and restores it)
+            result = train_adapter(
+                base, spec, rank=rank, alpha=alpha, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                protocol=protocol,  # type: ignore[arg-type]
+            )
+            test = evaluate(result.adapter, spec, protocol=protocol, split="test", model=base)  # type: ignore[arg-type]
+            zero = evaluate(None, spec, protocol=protocol, split="test", model=base)  # type: ignore[arg-type]
+        labels = {label.name: label.description for label in spec.labels}
+        record = self.add_adapter(
+            result.adapter,
+            name,
+            task=spec.name,
+            tags=list(tags) or ["trained"],
+            description=description
+            or f"{spec.description} Labels: " + "; ".join(f"{k}: {v}" for k, v in labels.items()),
+            operation="train",
+        )
+        prefix = "" if protocol == "similarity" else f"{protocol}_"  # metric names: accuracy, head_accuracy, ...
+        extra = {"protocol": protocol, "n": test.n, "source": "adapterhub train", "params": result.params}
+        test_metrics = {
+            "accuracy": test.accuracy,
+            "macro_f1": test.macro_f1,
+            "accuracy_stderr": test.accuracy_stderr,
+            "zero_shot_accuracy": zero.accuracy,
+        }
+        for metric, value in test_metrics.items():
+            self.catalog.add_metric(name, task=spec.name, split="test", metric=prefix + metric, value=value,
+                                    extra={**extra, "labels": labels} if metric == "accuracy" else extra)
+        val = {k.removeprefix("validation_"): v for k, v in result.metrics.items() if k.startswith("validation_")}
+        for metric, value in val.items():
+            self.catalog.add_metric(name, task=spec.name, split="validation", metric=prefix + metric, value=value,
+                                    extra=extra)
+        metrics = {
+            "test": test_metrics,
+            "validation": val,
+            "train": {k: v for k, v in result.metrics.items() if not k.startswith("validation_")},
+        }
+        return {"adapter": record.to_dict(), "task": spec.name, "protocol": protocol, "metrics": metrics,
+                "params": result.params}
+
+    def evaluate_adapter(
+        self,
+        name: str,
+        *,
+        task: str | None = None,
+        protocol: str = "similarity",
+        split: str = "test",
+        record: bool = True,
+        threads: int | None = None,
+    ) -> dict[str, Any]:
+        """Accuracy and macro-F1 of a catalog adapter on held-out examples of its task(s).
+
+        A merged adapter (lineage rows with operation ``merge:*``) is scored on each parent's
+        task, with that task's label descriptions, beside the zero-shot baseline and the parent's
+        own accuracy: ``normalised_accuracy = merged / own`` and ``retained_gain = (merged -
+        zero-shot) / (own - zero-shot)``. The parent's own accuracy is its recorded metric when it
+        has one for this task, split and protocol, else it is measured (and recorded on the parent).
+        In the head protocol a merged adapter, which carries no head (heads are per task and are
+        not merged), is read through the parent's head.
+
+        Args:
+            name: the adapter.
+            task: score on this task only (default: the adapter's task, or every parent's task).
+            protocol: ``"similarity"`` (primary) or ``"head"``.
+            split: ``"test"`` (default) or ``"validation"``.
+            record: store the results as metrics on the adapter.
+            threads: torch threads while evaluating.
+
+        Returns:
+            ``{"name", "merged", "protocol", "split", "base_model", "tasks": [per-task dict],
+            "mean": {...}}``.
+
+        Raises:
+            AdapterNotFoundError, TaskNotFoundError, InvalidParameterError,
+            IncompatibleAdaptersError, BaseModelNotFoundError.
+        """
+        from adapterhub.eval.evaluate import PROTOCOLS, evaluate, relative_scores
+        from adapterhub.eval.heads import head_from_tensors
+        from adapterhub.eval.merge_quality import torch_threads
+        from adapterhub.eval.tasks import SPLITS, list_tasks, load_task
+        from adapterhub.models.base import DEFAULT_BASE_MODEL, cached_base_model
+
+        if protocol not in PROTOCOLS:
+            raise InvalidParameterError(f"unknown protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}")
+        if split not in SPLITS or split == "train":
+            raise InvalidParameterError(f"evaluate on 'test' or 'validation', not {split!r}")
+        entry = self.catalog.get(name)
+        parents = [p for p in self.catalog.lineage(name) if p.operation.startswith("merge:")]
+        plan: list[tuple[str, str | None]] = []  # (task, parent name)
+        if parents:
+            for p in parents:
+                parent_task = self.catalog.get(p.parent_name).task if self.catalog.exists(p.parent_name) else None
+                if parent_task and (task is None or parent_task == task):
+                    plan.append((parent_task, p.parent_name))
+            if task is not None and not plan:
+                plan.append((task, None))
+            if not plan:
+                raise InvalidParameterError(
+                    f"no parent of '{name}' records a task; pass --task (one of: {', '.join(list_tasks())})"
+                )
+        else:
+            chosen = task or entry.task
+            if not chosen:
+                raise InvalidParameterError(
+                    f"'{name}' records no task; pass --task (one of: {', '.join(list_tasks())})"
+                )
+            plan.append((chosen, None))
+        base_id = entry.base_model
+        model_key = None if base_id in (None, DEFAULT_BASE_MODEL) else base_id
+        prefix = "" if protocol == "similarity" else f"{protocol}_"
+        specs = {task_name: load_task(task_name) for task_name, _ in plan}  # unknown tasks fail before any model
+        adapter = self.load(name)
+        rows: list[dict[str, Any]] = []
+        with torch_threads(threads):
+            model = cached_base_model(model_key)
+            for task_name, parent in plan:
+                spec = specs[task_name]
+                head = None
+                if protocol == "head" and parent and head_from_tensors(adapter.extra_tensors(), spec.name) is None:
+                    head = head_from_tensors(self.load(parent).extra_tensors(), spec.name)
+                result = evaluate(
+                    adapter, spec, protocol=protocol, split=split, model=model, head=head  # type: ignore[arg-type]
+                )
+                zero = self._zero_shot(model, spec, protocol, split)
+                row: dict[str, Any] = {
+                    "task": spec.name,
+                    "parent": parent,
+                    "n": result.n,
+                    "accuracy": result.accuracy,
+                    "accuracy_stderr": result.accuracy_stderr,
+                    "macro_f1": result.macro_f1,
+                    "zero_shot_accuracy": zero,
+                }
+                if parent is not None:
+                    own = self._own_accuracy(parent, spec, protocol, split, model, record=record)
+                    row["own_accuracy"] = own
+                    row.update(relative_scores(result.accuracy, own=own, baseline=zero))
+                else:
+                    row["gain_over_zero_shot"] = result.accuracy - zero
+                rows.append(row)
+        if record:
+            for row in rows:
+                extra = {"protocol": protocol, "n": row["n"], "source": "adapterhub eval", "parent": row["parent"]}
+                for metric in ("accuracy", "macro_f1", "accuracy_stderr", "zero_shot_accuracy", "own_accuracy",
+                               "normalised_accuracy", "retained_gain"):
+                    value = row.get(metric)
+                    if value is not None and value == value:  # NaN (undefined ratio) is not stored
+                        self.catalog.add_metric(name, task=row["task"], split=split, metric=prefix + metric,
+                                                value=value, extra=extra)
+
+        def mean(key: str) -> float | None:
+            values = [r[key] for r in rows if r.get(key) is not None and r[key] == r[key]]
+            return sum(values) / len(values) if values else None
+
+        return {
+            "name": name,
+            "merged": bool(parents),
+            "protocol": protocol,
+            "split": split,
+            "base_model": base_id,
+            "tasks": rows,
+            "mean": {k: mean(k) for k in ("accuracy", "macro_f1", "zero_shot_accuracy", "normalised_accuracy",
+                                          "retained_gain") if mean(k) is not None},
+        }
+
+    def _zero_shot(self, model: Any, spec: Any, protocol: str, split: str) -> float:
+        """The base model's accuracy on a task split (cached per hub: it never changes)."""
+        from adapterhub.eval.evaluate import evaluate
+
+        cache = self.__dict__.setdefault("_zero_shot_cache", {})
+        key = (model.base_model_id, spec.name, protocol, split)
+        if key not in cache:
+            cache[key] = evaluate(None, spec, protocol=protocol, split=split, model=model).accuracy
+        return float(cache[key])
+
+    def _own_accuracy(self, parent: str, spec: Any, protocol: str, split: str, model: Any, *, record: bool) -> float:
+        """A parent adapter's accuracy on its task: its newest matching metric, else measured now."""
+        from adapterhub.eval.evaluate import evaluate
+
+        metric = "accuracy" if protocol == "similarity" else f"{protocol}_accuracy"
+        for m in reversed(self.catalog.metrics(parent)):
+            if m.task == spec.name and m.split == split and m.metric == metric:
+                return float(m.value)
+        result = evaluate(
+            self.load(parent), spec, protocol=protocol, split=split, model=model  # type: ignore[arg-type]
+        )
+        if record:
+            self.catalog.add_metric(parent, task=spec.name, split=split, metric=metric, value=result.accuracy,
+                                    extra={"protocol": protocol, "n": result.n, "source": "adapterhub eval"})
+        return float(result.accuracy)
+
+    @staticmethod
+    def merge_quality(
+        *,
+        quick: bool = False,
+        out: str | Path | None = None,
+        library: str | Path | None = None,
+        seeds: Sequence[int] | None = None,
+        ks: Sequence[int] | None = None,
+        max_examples: int | None = None,
+        split: str = "test",
+        threads: int | None = None,
+        progress: Any = None,
+    ) -> dict[str, Any]:
+        """The merge-quality table over the shipped task library (``adapterhub.eval.merge_quality``).
+
+        Args:
+            quick: a few-minute version (all-task merge, k = 8, one seed, core methods).
+            out: folder for ``merge_quality.md``/``.json``/``.png`` (nothing written if ``None``).
+            library: folder of task adapters (default: the repository's ``examples/``).
+            seeds, ks, max_examples: override the plan's seeds, ranks and examples per task.
+            split: the reported split (``"test"``; ``"validation"`` for tuning studies).
+            threads: torch threads while evaluating (merges use one).
+            progress: called with one line per finished step.
+
+        Returns:
+            The report as a dict (``rows``, ``references``, ``lego_vs_best_baseline``, ...) plus
+            ``"files"`` (the paths written).
+
+        Raises:
+            LibraryNotFoundError, InvalidParameterError.
+        """
+        import dataclasses
+
+        from adapterhub.eval.library import load_library
+        from adapterhub.eval.merge_quality import default_plan, quick_plan, run_merge_quality, torch_threads
+        from adapterhub.eval.tasks import load_task
+        from adapterhub.models.base import cached_base_model
+
+        lib = load_library(library)
+        adapters = {t: adapter for t, (adapter, _meta) in lib.items()}
+        tasks = {t: load_task(t) for t in adapters}
+        plan = quick_plan() if quick else default_plan()
+        changes: dict[str, Any] = {"split": split}
+        if seeds:
+            changes["seeds"] = tuple(seeds)
+        if ks:
+            changes["ks"] = tuple(ks)
+        if max_examples is not None:
+            changes["max_examples"] = max_examples
+        plan = dataclasses.replace(plan, **changes)
+        with torch_threads(threads):
+            report = run_merge_quality(adapters, tasks, model=cached_base_model(), plan=plan, progress=progress)
+        data = report.to_dict()
+        data["files"] = {k: str(v) for k, v in report.write(out).items()} if out is not None else {}
+        return data
+
+    @staticmethod
+    def demo(
+        *,
+        home: str | Path | None = None,
+        library: str | Path | None = None,
+        out: str | Path | None = None,
+        quick: bool = False,
+        threads: int | None = None,
+        progress: Any = None,
+    ) -> dict[str, Any]:
+        """The end-to-end demo on a fresh catalog: import the shipped task adapters, merge them with
+        LoRA-LEGO and the baselines, score every merge on every task, write a table and a plot.
+
+        Args:
+            home: the demo's ``ADAPTERHUB_HOME`` (default ``./demo-home``); its ``demo/`` entries
+                are remade on every run, imported adapters are reused.
+            library: folder of task adapters (default: the repository's ``examples/``).
+            out: where ``demo.md`` and ``demo.png`` go (default ``<home>/report``).
+            quick: three tasks and two methods, for a smoke test.
+            threads: torch threads while evaluating.
+            progress: called with one line per step.
+
+        Returns:
+            ``{"home", "library", "rows", "files", "seconds", ...}`` (see ``adapterhub.demo``).
+        """
+        from adapterhub.demo import run_demo
+
+        return run_demo(home=home, library=library, out=out, quick=quick, threads=threads, progress=progress)

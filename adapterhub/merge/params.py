@@ -74,9 +74,9 @@ class LegoParams(BaseModel):
     max_iter: int = Field(100, ge=1, description="iterations per clustering run")
     param_reweight: bool = Field(True, description="rescale each centroid to the mean norm of its member units")
     output_reweight: Literal["norm", "mean", "sum", "none"] = Field(
-        "norm",
-        description="scale of the merged delta: norm of the exact weighted sum (norm), mean or sum of the "
-        "inputs' norms, or none",
+        "mean",
+        description="scale of the merged delta: the mean of the inputs' norms (mean, picked on validation), "
+        "the norm of the exact weighted sum (norm), the sum of the inputs' norms (sum), or none",
     )
 
 

@@ -56,18 +56,18 @@ def test_k_at_least_total_units_reproduces_the_exact_weighted_sum(inputs, cluste
     weights = [0.5, 2.0, -1.0]
     none = merge_adapters(inputs, "lego", weights=weights, params={"k": 64, "output_reweight": "none", "cluster": cluster})
     unit = sum(abs(w) for w in weights) / len(weights)
-    norm = merge_adapters(inputs, "lego", weights=weights, params={"k": 64, "cluster": cluster})
+    norm = merge_adapters(inputs, "lego", weights=weights, params={"k": 64, "cluster": cluster, "output_reweight": "norm"})
     for path in none.adapter.module_paths:
         exact = dense_sum(inputs, weights, path)
         assert rel(none.adapter.module(path).delta(torch.float64), exact) < 1e-5
-        # default output reweighting ("norm"): the sum with weights taken as proportions (w / mean|w|)
+        # output reweighting "norm": the sum with weights taken as proportions (w / mean|w|)
         assert rel(norm.adapter.module(path).delta(torch.float64), exact / unit) < 1e-5
     assert none.report.rel_error < 1e-5
     assert norm.report.shape_error < 1e-5
 
 
 def test_default_weights_and_norm_reweighting_give_the_plain_sum_when_k_is_large(inputs):
-    result = merge_adapters(inputs, "lego", params={"k": 100})
+    result = merge_adapters(inputs, "lego", params={"k": 100, "output_reweight": "norm"})
     path = "layer.0.up"
     assert rel(result.adapter.module(path).delta(torch.float64), dense_sum(inputs, [1, 1, 1], path)) < 1e-5
 
@@ -247,8 +247,48 @@ def test_merging_an_adapter_with_itself():
     """Shared units pair up (mixing 1.0); "mean" gives the adapter back, "norm" the sum (2x)."""
     a = make_adapter(61, r=4)
     mean = merge_adapters([a, a], "lego", params={"k": 4, "output_reweight": "mean"})
-    norm = merge_adapters([a, a], "lego", params={"k": 4})
+    norm = merge_adapters([a, a], "lego", params={"k": 4, "output_reweight": "norm"})
     assert mean.report.mixing_share == 1.0
     for path in a.module_paths:
         assert rel(mean.adapter.module(path).delta(torch.float64), dense_delta(a, path)) < 1e-5
         assert rel(norm.adapter.module(path).delta(torch.float64), 2 * dense_delta(a, path)) < 1e-5
+
+
+def test_default_output_reweighting_is_the_validated_mean():
+    """"mean" was picked on the validation split (module docstring, step 6): with k >= all units it
+    is the exact weighted sum rescaled to the inputs' mean norm."""
+    import inspect
+
+    from adapterhub.merge.base import ModuleContext, Term
+    from adapterhub.merge.lego import DEFAULT_OUTPUT_REWEIGHT, lego_module
+
+    assert DEFAULT_OUTPUT_REWEIGHT == "mean"
+    assert inspect.signature(lego_module).parameters["output_reweight"].default == DEFAULT_OUTPUT_REWEIGHT
+    inputs = [make_adapter(71, r=3), make_adapter(72, r=3)]
+    path = inputs[0].module_paths[0]
+    terms = [Term(i, 0.5, a.module(path)) for i, a in enumerate(inputs)]
+    out = lego_module(terms, ModuleContext(path=path, index=0, weights=(0.5, 0.5), seed=0), k=6)
+    exact = dense_sum(inputs, [1, 1], path)
+    target = sum(float(dense_delta(a, path).norm()) for a in inputs) / 2
+    merged = out.B.double() @ out.A.double()
+    assert rel(merged, exact * (target / float(exact.norm()))) < 1e-5
+
+
+def test_cohesion_tells_shared_units_from_a_shared_init():
+    """Shared units: members agree on both factors. Adapters trained from one init share their A
+    rows but not their B columns: clusters are the init's rank slots, and the B's averaged in
+    each are unrelated (b_cohesion about 1/sqrt(4) for four adapters)."""
+    a, b = _shared(0, [1.0, 3.0])
+    shared = merge_adapters([a, b], "lego", params={"k": 4}).report.modules[0].stats
+    assert shared["a_cohesion"] > 0.99 and shared["b_cohesion"] > 0.99
+    g = torch.Generator().manual_seed(5)
+    A0 = torch.randn(4, 64, generator=g)
+    same_init = [
+        from_factors({"layer.0.q": (A0 + 0.01 * torch.randn(4, 64, generator=g), torch.randn(64, 4, generator=g))}, 4.0)
+        for _ in range(4)
+    ]
+    stats = merge_adapters(same_init, "lego", params={"k": 4}, seed=0).report.modules[0].stats
+    assert stats["mixing_share"] == 1.0 and stats["a_cohesion"] > 0.99
+    assert 0.3 < stats["b_cohesion"] < 0.75
+    alone = merge_adapters([make_adapter(81, r=2)], "lego", params={"k": 8}, weights=[1.0])
+    assert "a_cohesion" not in alone.report.modules[0].stats  # singletons only: nothing to measure

@@ -72,7 +72,10 @@ def test_defaults_are_resolved():
     assert resolve_params("svd") == {"k": 8}
     assert resolve_params("linear") == {"k": None}
     lego = resolve_params("lego", {"k": 4})
-    assert lego["k"] == 4 and lego["output_reweight"] == "norm" and lego["param_reweight"] is True
+    assert lego["k"] == 4 and lego["output_reweight"] == "mean" and lego["param_reweight"] is True
+    from adapterhub.merge.lego import DEFAULT_OUTPUT_REWEIGHT
+
+    assert lego["output_reweight"] == DEFAULT_OUTPUT_REWEIGHT  # the registry and the engine agree
     assert resolve_params("ties")["density"] == 0.2
 
 

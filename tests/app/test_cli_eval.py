@@ -1,0 +1,153 @@
+"""``adapterhub train`` / ``eval`` / ``quality`` / ``demo`` through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import write_random_adapter
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _meta(task: str) -> dict:
+    return json.loads((EXAMPLES / task / "adapterhub_meta.json").read_text())
+
+
+def _one_example(n: int) -> float:
+    """Recorded with one thread and rounded to 4 decimals: allow one example of difference."""
+    return 1.0 / n + 1e-4
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "quality", "demo"])
+def test_every_command_has_help_with_an_example(cli, command: str) -> None:
+    result = cli(command, "--help")
+    assert result.exit_code == 0 and "Example" in result.stdout
+
+
+def test_eval_errors_say_what_to_do(cli, tmp_path: Path) -> None:
+    assert cli("add", write_random_adapter(tmp_path / "a", 1), "--name", "acme/a").exit_code == 0
+    cases = [
+        (["eval", "acme/a"], "records no task; pass --task"),
+        (["eval", "acme/nope"], "no adapter named 'acme/nope'"),
+        (["eval", "acme/a", "--task", "wn_pos", "--protocol", "bogus"], "unknown protocol 'bogus'"),
+        (["eval", "acme/a", "--task", "wn_pos", "--split", "train"], "'test' or 'validation'"),
+        (["eval", "acme/a", "--task", "no_such_task"], "known tasks: "),
+        (["train", "--task", "no_such_task", "--name", "acme/t"], "known tasks: "),
+        (["train", "--task", "wn_pos", "--name", "acme/a"], "already exists"),
+    ]
+    for args, message in cases:
+        result = cli(*args)
+        assert result.exit_code == 1, (args, result.stdout)
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_eval_of_a_shipped_adapter_reproduces_its_recorded_accuracy(cli) -> None:
+    """Real MiniLM on the smallest shipped task (135 test examples): a few seconds."""
+    meta = _meta("wn_adj_kind")
+    assert cli("add", EXAMPLES / "wn_adj_kind", "--name", "lib/adj", "--task", "wn_adj_kind").exit_code == 0
+    result = cli("eval", "lib/adj", "--json")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    (row,) = out["tasks"]
+    test = meta["metrics"]["test"]
+    one = _one_example(row["n"])
+    assert not out["merged"] and row["task"] == "wn_adj_kind" and row["n"] == test["adapter"]["n"]
+    assert row["accuracy"] == pytest.approx(test["adapter"]["accuracy"], abs=one)
+    assert row["macro_f1"] == pytest.approx(test["adapter"]["macro_f1"], abs=0.02)
+    assert row["zero_shot_accuracy"] == pytest.approx(test["zero_shot"]["accuracy"], abs=one)
+    assert row["gain_over_zero_shot"] == pytest.approx(row["accuracy"] - row["zero_shot_accuracy"])
+    shown = json.loads(cli("show", "lib/adj", "--json").stdout)["metrics"]
+    recorded = {(m["split"], m["metric"]): m for m in shown}
+    assert recorded[("test", "accuracy")]["value"] == row["accuracy"]
+    assert recorded[("test", "accuracy")]["extra"]["protocol"] == "similarity"
+    assert recorded[("test", "zero_shot_accuracy")]["value"] == row["zero_shot_accuracy"]
+
+
+@pytest.mark.slow
+def test_eval_of_a_merge_scores_each_parent_task_with_normalised_and_retained_gain(cli) -> None:
+    for task in ("wn_adj_kind", "wn_pos"):
+        assert cli("add", EXAMPLES / task, "--name", f"lib/{task.replace('_', '-')}", "--task", task).exit_code == 0
+    merged = cli("merge", "lib/wn-adj-kind", "lib/wn-pos", "--method", "svd", "--k", "8", "--name", "acme/m")
+    assert merged.exit_code == 0, merged.stderr
+    result = cli("eval", "acme/m", "--json")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["merged"] and [(r["task"], r["parent"]) for r in out["tasks"]] == [
+        ("wn_adj_kind", "lib/wn-adj-kind"), ("wn_pos", "lib/wn-pos")]
+    for r in out["tasks"]:
+        recorded = _meta(r["task"])["metrics"]["test"]
+        # the parent had no metrics: its own accuracy was measured, and it is the recorded one
+        assert r["own_accuracy"] == pytest.approx(recorded["adapter"]["accuracy"], abs=_one_example(r["n"]))
+        assert r["normalised_accuracy"] == pytest.approx(r["accuracy"] / r["own_accuracy"], abs=1e-12)
+        assert r["retained_gain"] == pytest.approx(
+            (r["accuracy"] - r["zero_shot_accuracy"]) / (r["own_accuracy"] - r["zero_shot_accuracy"]), abs=1e-12)
+    assert out["mean"]["normalised_accuracy"] == pytest.approx(
+        sum(r["normalised_accuracy"] for r in out["tasks"]) / 2, abs=1e-12)
+    shown = json.loads(cli("show", "acme/m", "--json").stdout)["metrics"]
+    assert {(m["task"], m["metric"]) for m in shown} >= {
+        ("wn_pos", "normalised_accuracy"), ("wn_pos", "retained_gain"), ("wn_adj_kind", "accuracy")}
+    parent = json.loads(cli("show", "lib/wn-pos", "--json").stdout)["metrics"]
+    assert [(m["metric"], m["value"]) for m in parent] == [("accuracy", out["tasks"][1]["own_accuracy"])]
+    # one task only; the head protocol reads the merge through the parent's head
+    head = json.loads(cli("eval", "acme/m", "--task", "wn_pos", "--protocol", "head", "--no-record", "--json").stdout)
+    assert [r["task"] for r in head["tasks"]] == ["wn_pos"] and 0.25 < head["tasks"][0]["accuracy"] <= 1.0
+    assert head["tasks"][0]["own_accuracy"] == pytest.approx(
+        _meta("wn_pos")["metrics"]["test"]["adapter_head"]["accuracy"], abs=_one_example(240))
+
+
+@pytest.mark.slow
+def test_train_stores_the_adapter_with_task_labels_and_metrics(cli, tmp_path: Path) -> None:
+    """Training on a tiny random BERT saved as a local checkpoint (the real MiniLM takes minutes)."""
+    from adapterhub.models.base import tiny_random_bert
+
+    tiny = tiny_random_bert(seed=0)
+    folder = tmp_path / "tiny-bert"
+    tiny.model.save_pretrained(folder)
+    tiny.tokenizer.save_pretrained(folder)
+    result = cli("train", "--task", "wn_adj_kind", "--name", "acme/adj", "--base-model", folder, "--rank", "2",
+                 "--epochs", "1", "--threads", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["adapter"]["task"] == "wn_adj_kind" and out["adapter"]["rank"] == 2
+    assert out["adapter"]["base_model"] == str(folder.resolve())
+    assert "adj.pert: a relational adjective" in out["adapter"]["description"]
+    test = out["metrics"]["test"]
+    assert 0.0 <= test["accuracy"] <= 1.0 and "zero_shot_accuracy" in test
+    assert "accuracy" in out["metrics"]["validation"]
+    shown = json.loads(cli("show", "acme/adj", "--json").stdout)
+    metrics = {(m["split"], m["metric"]): m for m in shown["metrics"]}
+    assert metrics[("test", "accuracy")]["value"] == test["accuracy"]
+    assert sorted(metrics[("test", "accuracy")]["extra"]["labels"]) == ["adj.all", "adj.pert", "adj.ppl"]
+    assert ("validation", "accuracy") in metrics
+    # eval on the same local base model reproduces the recorded test accuracy exactly
+    again = json.loads(cli("eval", "acme/adj", "--no-record", "--json").stdout)
+    assert again["tasks"][0]["accuracy"] == test["accuracy"]
+
+
+@pytest.mark.slow
+def test_demo_quick_runs_end_to_end(cli, tmp_path: Path) -> None:
+    home = tmp_path / "demo"
+    result = cli("demo", "--home", home, "--quick", "--threads", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["home"] == str(home.resolve()) and len(out["tasks"]) == 3
+    assert [r["method"] for r in out["rows"]] == ["linear", "lego"]
+    for row in out["rows"]:
+        assert set(row["accuracy"]) == set(out["tasks"])
+        assert 0.5 < row["normalised_accuracy"] < 1.2
+        own = {t: out["references"][t]["own"] for t in out["tasks"]}
+        assert row["normalised_accuracy"] == pytest.approx(sum(row["accuracy"][t] / own[t] for t in own) / 3)
+    assert Path(out["files"]["png"]).read_bytes()[:4] == b"\x89PNG"
+    assert "LoRA-LEGO" in Path(out["files"]["markdown"]).read_text()
+    from adapterhub.app import AdapterHub
+
+    with AdapterHub(home, database_url=f"sqlite:///{home / 'catalog.db'}") as hub:
+        names = [r.name for r in hub.list()]
+        assert sum(n.startswith("library/") for n in names) == 3 and "demo/lego-k8" in names
+        parents = {p.parent_name for p in hub.catalog.lineage("demo/lego-k8")}
+        assert parents == {n for n in names if n.startswith("library/")}
