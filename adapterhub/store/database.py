@@ -22,13 +22,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, MetaData, create_engine, event, text
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine, MetaData, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import StaticPool
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 from adapterhub.errors import AdapterHubError
 
@@ -43,6 +44,10 @@ __all__ = [
 ]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# The newest migration's revision id. Opening an up-to-date catalog compares against this constant
+# and never imports Alembic (a fifth of a CLI command's start-up); a test checks it equals the head
+# of migrations/versions/.
+SCHEMA_HEAD = "0002"
 # Execution option on a connection: its transaction will write (SQLite: BEGIN IMMEDIATE).
 WRITE_OPTION = "adapterhub_write"
 _PG_MIGRATION_LOCK = int.from_bytes(b"adptrhub", "big")  # any fixed 63-bit key, unique to us
@@ -116,6 +121,8 @@ def make_engine(url: str) -> Engine:
 
 def alembic_config() -> Config:
     """An Alembic config pointing at the packaged migrations (pass a connection via ``attributes``)."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     return config
@@ -123,6 +130,8 @@ def alembic_config() -> Config:
 
 @lru_cache(maxsize=1)
 def _script_revisions() -> tuple[str, frozenset[str]]:
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(alembic_config())
     head = script.get_current_head()
     assert head is not None, f"no Alembic revisions under {MIGRATIONS_DIR}"
@@ -130,7 +139,10 @@ def _script_revisions() -> tuple[str, frozenset[str]]:
 
 
 def _current_revision(conn: Connection) -> str | None:
-    return MigrationContext.configure(conn).get_current_revision()
+    """The revision recorded in ``alembic_version`` (None for a new database), read with plain SQL."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def upgrade_database(engine: Engine) -> None:
@@ -143,11 +155,13 @@ def upgrade_database(engine: Engine) -> None:
     Raises:
         CatalogSchemaError: the database was migrated by a newer adapterhub.
     """
-    head, known = _script_revisions()
     with engine.connect() as conn:
         current = _current_revision(conn)
-    if current == head:
+    if current == SCHEMA_HEAD:
         return
+    from alembic import command
+
+    head, known = _script_revisions()
     if current is not None and current not in known:
         raise CatalogSchemaError(
             f"the catalog database is at schema revision {current!r}, newer than this adapterhub "

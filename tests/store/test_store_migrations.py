@@ -85,3 +85,12 @@ def test_migrations_are_package_files() -> None:
     versions = sorted(p.name for p in (MIGRATIONS_DIR / "versions").glob("*.py"))
     assert versions[0] == "0001_initial.py" and all(name[:4].isdigit() for name in versions)
     assert not list(MIGRATIONS_DIR.glob("*.ini"))
+
+
+def test_schema_head_constant_is_the_newest_migration():
+    """Opening a catalog skips Alembic when the database is at SCHEMA_HEAD, so it must be the head."""
+    from adapterhub.store.database import SCHEMA_HEAD, _script_revisions
+
+    head, known = _script_revisions()
+    assert SCHEMA_HEAD == head, f"set SCHEMA_HEAD = {head!r} in adapterhub/store/database.py"
+    assert SCHEMA_HEAD in known
