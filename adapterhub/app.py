@@ -8,7 +8,8 @@ that points to it is committed, so a crash at any moment leaves at worst an unre
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +20,7 @@ from adapterhub.lora import CONFIG_NAME, WEIGHTS_NAME, AdapterConfig
 from adapterhub.names import validate_name
 from adapterhub.settings import Settings, load_settings
 from adapterhub.store import AdapterRecord, BlobStore, Catalog, LineageRecord
+from adapterhub.store.records import normalise_tags
 
 if TYPE_CHECKING:  # torch-backed types load lazily so catalog-only commands start fast
     from adapterhub.lora import LoraAdapter
@@ -45,15 +47,6 @@ class MergeOutcome:
             "seed": self.seed,
             "report": summary,
         }
-
-
-def _normalise_tags(tags: Iterable[str]) -> list[str]:
-    """Tags as the catalog keeps them (stripped, de-duplicated), or an error naming the bad one."""
-    cleaned = [t.strip() for t in tags if t and t.strip()]
-    for tag in cleaned:
-        if len(tag) > 100 or any(c in tag for c in "\n\r\t"):
-            raise InvalidParameterError(f"invalid tag {tag!r}: tags are one line of at most 100 characters")
-    return list(dict.fromkeys(cleaned))
 
 
 def _summarise_targets(adapter: LoraAdapter) -> list[str]:
@@ -129,7 +122,7 @@ class AdapterHub:
         validate_name(name)
         if self.catalog.exists(name):
             raise AdapterExistsError(name)
-        tags = _normalise_tags(tags)
+        tags = list(normalise_tags(tags))  # checked before any blob is written
         with self.blobs.writer() as writer:
             for chunk in adapter.iter_weights_bytes():
                 writer.write(chunk)
@@ -215,8 +208,7 @@ class AdapterHub:
         record = self.catalog.get(name)
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        from adapterhub.lora.tensorfile import atomic_write
-        import hashlib
+        from adapterhub.lora.tensorfile import atomic_write  # torch-backed module: load on use
 
         h = hashlib.sha256()
         with atomic_write(folder / WEIGHTS_NAME) as out, self.blobs.open(record.digest) as src:
@@ -566,7 +558,6 @@ class AdapterHub:
         Returns:
             The token's record as a dict plus ``"token"``, the secret.
         """
-        import hashlib
         import secrets
 
         from adapterhub.store import hub_catalog
@@ -596,7 +587,6 @@ class AdapterHub:
         Raises:
             AuthError: the secret is unknown, or ``write`` is asked of a read-only token.
         """
-        import hashlib
         import time
 
         from adapterhub.errors import AuthError
@@ -649,8 +639,6 @@ class AdapterHub:
         Raises:
             RepoNotFoundError, HubRevisionNotFoundError.
         """
-        import hashlib
-
         from adapterhub.modelcard import render_card
         from adapterhub.store import RevisionNotFoundError, hub_catalog
         from adapterhub.store.hub import README_NAME, HubFile, HubRevisionNotFoundError, HubSnapshot

@@ -265,16 +265,14 @@ class LoraAdapter:
 
     def write_weights(self, path: str | Path) -> tuple[str, int]:
         """Write the canonical safetensors file atomically; returns (digest, size)."""
-        import hashlib
-
-        h = hashlib.sha256()
-        size = 0
         with atomic_write(path) as f:
-            for chunk in self.iter_weights_bytes():
-                h.update(chunk)
-                size += len(chunk)
-                f.write(chunk)
-        return h.hexdigest(), size
+
+            def written() -> Iterator[bytes]:
+                for chunk in self.iter_weights_bytes():
+                    f.write(chunk)
+                    yield chunk
+
+            return canonical_digest(written())
 
     def save(self, folder: str | Path) -> Path:
         """Write a PEFT folder (``adapter_config.json`` + ``adapter_model.safetensors``) atomically per file."""

@@ -21,7 +21,7 @@ def normalise_tags(tags: Iterable[str]) -> tuple[str, ...]:
     """Strip whitespace, drop empties and duplicates, keep first-seen order.
 
     Raises:
-        InvalidParameterError: a tag is not a string or longer than 255 characters (a ValueError).
+        InvalidParameterError: a tag is not a string, spans lines or is longer than 255 characters.
     """
     if isinstance(tags, str):
         raise InvalidParameterError(f"tags must be a list of strings, not the string {tags!r}")
@@ -32,6 +32,8 @@ def normalise_tags(tags: Iterable[str]) -> tuple[str, ...]:
         tag = tag.strip()
         if len(tag) > 255:
             raise InvalidParameterError(f"tag {tag[:40]!r}… is longer than 255 characters")
+        if any(c in tag for c in "\n\r\t"):
+            raise InvalidParameterError(f"tag {tag!r} must be one line without tabs")
         if tag:
             out[tag] = None
     return tuple(out)

@@ -201,3 +201,10 @@ def test_every_command_has_help_with_example(cli) -> None:
         result = cli(name, "--help")
         assert result.exit_code == 0, name
         assert "Example" in (command.help or ""), f"`adapterhub {name}` has no Example in its help"
+
+
+def test_bad_tag_refused_before_anything_is_written(cli, tmp_path: Path, home: Path) -> None:
+    folder = write_random_adapter(tmp_path / "a", 1)
+    result = cli("add", folder, "--name", "acme/a", "--tag", "x" * 300)
+    assert result.exit_code == 1 and "longer than 255 characters" in result.stderr
+    assert state(home) == ([], [])
