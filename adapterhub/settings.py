@@ -7,8 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-def _is_true(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+def env_flag(name: str, default: bool = False) -> bool:
+    """The one parser of boolean environment variables: 1/true/yes/on (any case) mean true.
+
+    An unset or empty variable gives ``default``; anything else (0, false, no, off, typos) is false.
+    """
+    value = (os.environ.get(name) or "").strip().lower()
+    if not value:
+        return default
+    return value in {"1", "true", "yes", "on"}
 
 
 @dataclass(frozen=True)
@@ -18,12 +25,10 @@ class Settings:
     Attributes:
         home: ``ADAPTERHUB_HOME`` (default ``~/.adapterhub``): catalog database and blob store.
         database_url: ``ADAPTERHUB_DATABASE_URL``; default SQLite file ``home/catalog.db``.
-        debug: ``ADAPTERHUB_DEBUG=1`` prints full tracebacks for expected errors.
     """
 
     home: Path
     database_url: str
-    debug: bool
 
     @property
     def blob_root(self) -> Path:
@@ -35,4 +40,4 @@ def load_settings(home: str | Path | None = None, database_url: str | None = Non
     env_home = os.environ.get("ADAPTERHUB_HOME")
     resolved_home = Path(home or env_home or "~/.adapterhub").expanduser().resolve()
     url = database_url or os.environ.get("ADAPTERHUB_DATABASE_URL") or f"sqlite:///{resolved_home / 'catalog.db'}"
-    return Settings(home=resolved_home, database_url=url, debug=_is_true(os.environ.get("ADAPTERHUB_DEBUG")))
+    return Settings(home=resolved_home, database_url=url)
