@@ -2,8 +2,8 @@
 
 Each subclass carries the fields a caller needs and, where it fits, also subclasses a builtin
 (``LookupError``, ``ValueError``) so generic handlers keep working. Messages say what to do next.
-The CLI maps every ``AdapterHubError`` to exit code 1 and one line; the server maps them to HTTP
-status codes through ``HTTP_STATUS`` below, so the two faces agree.
+The CLI maps every ``AdapterHubError`` to exit code 1 and one line; the server maps each class to
+an HTTP status in one table of its own (``adapterhub.server.errors``): nothing here knows HTTP.
 """
 
 from __future__ import annotations
@@ -67,25 +67,57 @@ class AuthError(AdapterHubError, PermissionError):
     """Missing or invalid token for an operation that needs one."""
 
 
-# One table maps error classes to HTTP status codes for the server face (most specific first).
-HTTP_STATUS: list[tuple[type[AdapterHubError], int]] = [
-    (AdapterNotFoundError, 404),
-    (AdapterExistsError, 409),
-    (AuthError, 401),
-    (InvalidNameError, 400),
-    (InvalidAdapterError, 422),
-    (UnsupportedAdapterError, 422),
-    (IncompatibleAdaptersError, 422),
-    (InvalidParameterError, 422),
-    (BlobCorruptError, 500),
-    (HubError, 502),
-    (AdapterHubError, 400),
-]
+# -- hub repos (the hub server and the facade's repo operations) ------------------------------
 
 
-def http_status_for(error: AdapterHubError) -> int:
-    """The HTTP status code the server answers for ``error``."""
-    for cls, status in HTTP_STATUS:
-        if isinstance(error, cls):
-            return status
-    return 400
+class RepoNotFoundError(AdapterNotFoundError):
+    """No repo (catalog entry or created hub repo) has this id."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        AdapterHubError.__init__(
+            self, f"no repo named '{name}' on this hub; create it first (`HfApi.create_repo`) or check the id"
+        )
+
+
+class HubRevisionNotFoundError(AdapterNotFoundError):
+    """The repo exists but has no such revision (or no revision at all yet)."""
+
+    def __init__(self, name: str, revision: str, detail: str = "") -> None:
+        self.name = name
+        self.revision = revision
+        AdapterHubError.__init__(
+            self, f"repo '{name}' has no revision '{revision}'{detail}; use 'main' or a commit id it lists"
+        )
+
+
+class EntryNotFoundError(AdapterNotFoundError):
+    """The revision exists but holds no file at this path."""
+
+    def __init__(self, name: str, revision: str, path: str) -> None:
+        self.name = name
+        self.revision = revision
+        self.path = path
+        AdapterHubError.__init__(
+            self, f"repo '{name}' at revision {revision[:12]} has no file '{path}'; list its files with the tree API"
+        )
+
+
+class InvalidRepoPathError(InvalidNameError):
+    """A path in a repo that could escape it or is not portable (``..``, absolute, backslashes)."""
+
+
+class ForbiddenFileError(InvalidAdapterError):
+    """A file the hub never stores: pickled weights or compiled code."""
+
+
+class UploadTooLargeError(InvalidAdapterError):
+    """A commit carries more bytes than the server's limit."""
+
+
+class CommitConflictError(InvalidParameterError):
+    """The commit was built on a revision that is no longer the head."""
+
+
+class InvalidTokenError(AuthError):
+    """A token was sent but is unknown or revoked."""
