@@ -31,15 +31,17 @@ from pathlib import Path
 
 import torch
 
-from adapterhub.eval import evaluate, fit_head, list_tasks, load_task
+from adapterhub.eval import evaluate, fit_head
+from adapterhub.eval.library import META_NAME
+from adapterhub.files import atomic_write
 from adapterhub.lora import LoraAdapter
 from adapterhub.lora.keys import extra_key, lora_key
-from adapterhub.lora.tensorfile import DictSource, atomic_write
+from adapterhub.lora.tensorfile import DictSource
 from adapterhub.models.base import load_base_model
 from adapterhub.models.train import train_adapter
+from adapterhub.tasks import list_tasks, load_task
 
 ROOT = Path(__file__).resolve().parent.parent
-META_NAME = "adapterhub_meta.json"
 
 
 def with_dtype(adapter: LoraAdapter, dtype: torch.dtype) -> LoraAdapter:

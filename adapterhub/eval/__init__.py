@@ -1,4 +1,5 @@
-"""Evaluation bed: real tasks (``tasks``), scoring under the similarity and head protocols."""
+"""Evaluation bed: scoring under the similarity and head protocols, the example library, and the
+merge-quality table (``adapterhub.eval.quality``). Task definitions live in ``adapterhub.tasks``."""
 
 from adapterhub.eval.evaluate import (
     EvalResult,
@@ -8,26 +9,20 @@ from adapterhub.eval.evaluate import (
     head_only,
     relative_scores,
     score,
+    split_scorer,
 )
-from adapterhub.eval.heads import head_keys
-from adapterhub.eval.library import LibraryNotFoundError, load_library
-from adapterhub.eval.tasks import Example, Label, Task, TaskNotFoundError, list_tasks, load_task
+from adapterhub.eval.library import LibraryNotFoundError, find_library, load_library
 
 __all__ = [
     "EvalResult",
-    "Example",
-    "Label",
     "LibraryNotFoundError",
-    "Task",
-    "TaskNotFoundError",
     "embed_texts",
     "evaluate",
+    "find_library",
     "fit_head",
-    "head_keys",
     "head_only",
-    "list_tasks",
     "load_library",
-    "load_task",
     "relative_scores",
     "score",
+    "split_scorer",
 ]

@@ -24,7 +24,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -32,10 +32,11 @@ import torch
 
 from adapterhub.errors import IncompatibleAdaptersError, InvalidParameterError
 from adapterhub.eval.heads import fit_linear_head, head_from_tensors
-from adapterhub.eval.tasks import Task, resolve_task
 from adapterhub.lora import LoraAdapter
+from adapterhub.lora.keys import head_keys
 from adapterhub.models.base import BaseModel, cached_base_model
 from adapterhub.models.lora_layers import lora_attached
+from adapterhub.tasks import Task, resolve_task
 
 Protocol = Literal["similarity", "head"]
 PROTOCOLS: tuple[str, ...] = ("similarity", "head")
@@ -229,8 +230,6 @@ def fit_head(
         ``{"heads.<task>.weight": (C, hidden), "heads.<task>.bias": (C,)}``, ready to pass as
         ``extra_tensors`` when saving an adapter.
     """
-    from adapterhub.eval.heads import head_keys
-
     task = resolve_task(task)
     texts = task.texts("train")
     w = torch.as_tensor(weights, dtype=torch.float32) if weights is not None else None
@@ -257,7 +256,7 @@ def evaluate(
 
     Args:
         adapters: ``None`` (the baseline), one ``LoraAdapter`` or a sequence of them (a mixture).
-        task: a ``Task`` or the name of a shipped one (``adapterhub.eval.tasks.list_tasks()``).
+        task: a ``Task`` or the name of a shipped one (``adapterhub.tasks.list_tasks()``).
         weights: mixture weights, ``(n_adapters,)`` or ``(n_examples, n_adapters)``; default
             ``1/n_adapters`` each.
         protocol: ``"similarity"`` (primary, no head) or ``"head"`` (secondary, linear head).
@@ -293,6 +292,27 @@ def evaluate(
     pred_list = [int(p) for p in preds]
     s = score(pred_list, labels, task.label_names)
     return EvalResult(task=task.name, protocol=protocol, split=split, n=len(labels), predictions=tuple(pred_list), **s)
+
+
+def split_scorer(
+    task: str | Task, *, protocol: Protocol = "similarity", split: str = "validation", batch_size: int = 128
+) -> Callable[[LoraAdapter, BaseModel], dict[str, float]]:
+    """A ``train_adapter(validate=...)`` callback: the trained adapter's scores on one split.
+
+    Training (``adapterhub.models``) sits below evaluation and must not import it, so the caller
+    hands the scoring in. The callback returns ``{"<split>_accuracy", "<split>_macro_f1"}``
+    under ``protocol`` (the head protocol reads the head the adapter carries).
+
+    Example:
+        >>> train_adapter(model, task, validate=split_scorer(task))  # doctest: +SKIP
+    """
+    resolved = resolve_task(task)
+
+    def score_split(adapter: LoraAdapter, model: BaseModel) -> dict[str, float]:
+        result = evaluate(adapter, resolved, protocol=protocol, split=split, model=model, batch_size=batch_size)
+        return {f"{split}_accuracy": result.accuracy, f"{split}_macro_f1": result.macro_f1}
+
+    return score_split
 
 
 def _resolve_head(

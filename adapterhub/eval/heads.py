@@ -2,8 +2,9 @@
 
 A head is two passthrough tensors carried in the adapter, ``heads.<task>.weight`` ``(C, hidden)``
 and ``heads.<task>.bias`` ``(C,)``, saved in ``adapter_model.safetensors`` as PEFT saves
-``modules_to_save`` tensors (PEFT ignores them when it loads the LoRA). Keys are per task, so a
-merge of several task adapters can carry every task's head side by side.
+``modules_to_save`` tensors (PEFT ignores them when it loads the LoRA). Keys are per task
+(``adapterhub.lora.keys.head_keys``), so a merge of several task adapters can carry every task's
+head side by side.
 
 Heads here are fitted on *frozen* embeddings (L2-regularised logistic regression, full-batch
 L-BFGS: deterministic and about a second). Fitted on the base model's embeddings it is the
@@ -18,14 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from adapterhub.errors import InvalidParameterError
+from adapterhub.lora.keys import head_keys
 
 HEAD_L2 = 1e-4
 """L2 penalty on the head weight (per example, mean loss); small, only to keep L-BFGS bounded."""
-
-
-def head_keys(task_name: str) -> tuple[str, str]:
-    """The passthrough tensor keys of one task's head: ``heads.<task>.weight``, ``heads.<task>.bias``."""
-    return f"heads.{task_name}.weight", f"heads.{task_name}.bias"
 
 
 def fit_linear_head(

@@ -30,6 +30,23 @@ def library_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "examples"
 
 
+def find_library(library: str | Path | None = None) -> Path:
+    """The folder of task adapters: ``library`` if given, else ``examples/`` of the source checkout
+    this package runs from, else ``./examples`` (an installed package has no checkout beside it).
+
+    Raises:
+        LibraryNotFoundError: none of them holds ``<task>/adapterhub_meta.json``.
+    """
+    candidates = [Path(library).expanduser()] if library is not None else [library_dir(), Path.cwd() / "examples"]
+    for folder in candidates:
+        if any(folder.glob(f"*/{META_NAME}")):
+            return folder.resolve()
+    where = ", ".join(str(c) for c in candidates)
+    raise LibraryNotFoundError(
+        f"no task adapters (<task>/{META_NAME}) in {where}; run from the repository root or pass --library PATH"
+    )
+
+
 def load_library(folder: str | Path | None = None) -> dict[str, tuple[LoraAdapter, dict]]:
     """Every example adapter with its metadata, keyed by task name (sorted).
 

@@ -58,3 +58,13 @@ def lora_key(path: str, which: str) -> str:
 def extra_key(path: str) -> str:
     """PEFT's saved key for a passthrough tensor (``modules_to_save``) at normalised ``path``."""
     return f"{PEFT_PREFIX}{path}"
+
+
+def head_keys(task_name: str) -> tuple[str, str]:
+    """The passthrough tensor keys of one task's linear head: ``heads.<task>.weight``, ``heads.<task>.bias``.
+
+    Named here, with the other key conventions, because training writes heads into adapters
+    (``models``) and evaluation reads them back (``eval``); keys are per task so that a merge of
+    several task adapters can carry every task's head side by side.
+    """
+    return f"heads.{task_name}.weight", f"heads.{task_name}.bias"

@@ -1,7 +1,8 @@
 """Base models (transformers), LoRA injection and mixtures, and the training loop.
 
 ``adapterhub.models.train`` is imported on its own (``from adapterhub.models.train import
-train_adapter``): it reads tasks from ``adapterhub.eval``, which itself builds on this package.
+train_adapter``). This package reads tasks from ``adapterhub.tasks`` and never imports
+``adapterhub.eval``, which builds on it: training takes its validation scoring as a callback.
 """
 
 from adapterhub.models.base import (

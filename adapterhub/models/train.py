@@ -2,7 +2,9 @@
 
 Recipe (read ``train_adapter`` top to bottom): inject a fresh LoRA, freeze everything else,
 ``_setup_optimizer``, ``_train_loop``, ``extract_adapter``; the model is restored on the way out
-(even on error), then the adapter is scored on the validation split.
+(even on error), then the caller's ``validate`` callback (if any) scores the adapter. Scoring
+lives in ``adapterhub.eval``, a layer above this one, so it is passed in, e.g.
+``validate=adapterhub.eval.evaluate.split_scorer(task)``.
 
 Protocols:
     ``"similarity"`` (primary): no head. Each step embeds the batch's texts and the task's label
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -32,9 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from adapterhub.errors import InvalidParameterError
-from adapterhub.eval.heads import head_keys
-from adapterhub.eval.tasks import Task, resolve_task
 from adapterhub.lora import LoraAdapter
+from adapterhub.lora.keys import head_keys
 from adapterhub.models.base import BaseModel, load_base_model
 from adapterhub.models.lora_layers import (
     DEFAULT_EXCLUDE_MODULES,
@@ -44,8 +45,12 @@ from adapterhub.models.lora_layers import (
     lora_layers,
     restore_on_exit,
 )
+from adapterhub.tasks import Task, resolve_task
 
 DEFAULT_TEMPERATURE = 0.05
+
+ValidateFn = Callable[[LoraAdapter, BaseModel], Mapping[str, float]]
+"""``(trained adapter, restored base model) -> metrics`` merged into ``TrainResult.metrics``."""
 
 
 @dataclass
@@ -54,8 +59,8 @@ class TrainResult:
 
     Attributes:
         adapter: the trained adapter, in memory (``adapter.save(folder)`` writes a PEFT folder).
-        metrics: ``val_accuracy``/``val_macro_f1`` under the training protocol, ``steps``,
-            ``seconds``, ``final_loss``.
+        metrics: ``steps``, ``seconds``, ``final_loss``, plus whatever ``validate`` returned
+            (``split_scorer`` gives ``validation_accuracy``/``validation_macro_f1``).
         losses: the training loss of every step.
         params: the hyperparameters used (for the adapter's metadata).
     """
@@ -150,7 +155,7 @@ def train_adapter(
     protocol: Literal["similarity", "head"] = "similarity",
     temperature: float = DEFAULT_TEMPERATURE,
     max_steps: int | None = None,
-    evaluate_on: str | None = "validation",
+    validate: ValidateFn | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter for one task with AdamW on CPU.
 
@@ -168,7 +173,8 @@ def train_adapter(
         protocol: ``"similarity"`` (no head) or ``"head"`` (joint linear head).
         temperature: similarity logits are ``cos / temperature``.
         max_steps: stop after this many steps (default: all epochs).
-        evaluate_on: split scored after training (``None`` to skip).
+        validate: scores the trained adapter on the restored model after training (``None``:
+            no scoring); e.g. ``adapterhub.eval.evaluate.split_scorer(task, protocol=protocol)``.
 
     Returns:
         ``TrainResult`` with the adapter (base model id recorded, head in passthrough tensors for
@@ -218,10 +224,6 @@ def train_adapter(
         )
     seconds = time.perf_counter() - started
     metrics: dict[str, float] = {"steps": len(losses), "seconds": round(seconds, 2), "final_loss": losses[-1]}
-    if evaluate_on:
-        from adapterhub.eval.evaluate import evaluate
-
-        result = evaluate(adapter, task, protocol=protocol, split=evaluate_on, model=base)
-        metrics[f"{evaluate_on}_accuracy"] = result.accuracy
-        metrics[f"{evaluate_on}_macro_f1"] = result.macro_f1
+    if validate is not None:
+        metrics.update(validate(adapter, base))
     return TrainResult(adapter=adapter, metrics=metrics, losses=losses, params=params)

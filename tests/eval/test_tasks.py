@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from adapterhub.eval.tasks import TaskNotFoundError, list_tasks, load_task, tasks_dir
+from adapterhub.tasks import TaskNotFoundError, list_tasks, load_task, tasks_dir
 
 
 def test_at_least_six_tasks_with_different_label_spaces():

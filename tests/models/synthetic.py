@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from adapterhub.eval.tasks import Example, Label, Task
+from adapterhub.tasks import Example, Label, Task
 
 WORDS = {
     "fruit": ["apple", "pear", "plum", "grape", "melon", "lemon"],

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from adapterhub.errors import InvalidParameterError
-from adapterhub.eval.evaluate import evaluate
+from adapterhub.eval.evaluate import evaluate, split_scorer
 from adapterhub.models.base import tiny_random_bert
 from adapterhub.models.lora_layers import lora_layers
 from adapterhub.models.train import train_adapter
@@ -24,7 +24,8 @@ def test_similarity_training_lowers_the_loss_and_restores_the_model():
     task = synthetic_task()
     flags = {n: p.requires_grad for n, p in model.model.named_parameters()}
     before = model.encode(task.texts("test"))
-    result = train_adapter(model, task, rank=4, alpha=8, epochs=6, lr=1e-2, batch_size=8, seed=0)
+    result = train_adapter(model, task, rank=4, alpha=8, epochs=6, lr=1e-2, batch_size=8, seed=0,
+                           validate=split_scorer(task))
     losses = result.losses
     assert len(losses) == 6 * math.ceil(36 / 8) == result.metrics["steps"]  # 36 train examples
     assert _mean(losses[-5:]) < 0.5 * _mean(losses[:5])
@@ -45,7 +46,7 @@ def test_similarity_training_lowers_the_loss_and_restores_the_model():
 
 def test_training_is_deterministic_for_a_seed():
     task = synthetic_task()
-    kw = dict(rank=2, alpha=4, epochs=1, lr=1e-2, batch_size=8, max_steps=3, evaluate_on=None)
+    kw = dict(rank=2, alpha=4, epochs=1, lr=1e-2, batch_size=8, max_steps=3)
     a = train_adapter(tiny_random_bert(seed=0), task, seed=7, **kw)
     b = train_adapter(tiny_random_bert(seed=0), task, seed=7, **kw)
     c = train_adapter(tiny_random_bert(seed=0), task, seed=8, **kw)
@@ -58,7 +59,7 @@ def test_global_rng_is_left_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    train_adapter(tiny_random_bert(), synthetic_task(), rank=2, epochs=1, max_steps=2, evaluate_on=None)
+    train_adapter(tiny_random_bert(), synthetic_task(), rank=2, epochs=1, max_steps=2)
     torch.testing.assert_close(torch.rand(3), expected)
 
 
@@ -66,7 +67,8 @@ def test_head_protocol_trains_a_head_that_travels_in_the_adapter():
     model = tiny_random_bert(seed=0)
     task = synthetic_task()
     result = train_adapter(
-        model, task, protocol="head", rank=4, alpha=8, epochs=6, lr=1e-2, head_lr=5e-2, batch_size=8, seed=0
+        model, task, protocol="head", rank=4, alpha=8, epochs=6, lr=1e-2, head_lr=5e-2, batch_size=8, seed=0,
+        validate=split_scorer(task, protocol="head"),
     )
     extras = result.adapter.extra_tensors()
     assert sorted(extras) == ["heads.synthetic.bias", "heads.synthetic.weight"]
