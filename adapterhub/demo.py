@@ -255,7 +255,7 @@ def plot_demo(data: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from adapterhub.lora.tensorfile import atomic_write
+    from adapterhub.files import atomic_write
 
     tasks = data["tasks"]
     series = [("zero-shot", _ref_summary(data, "zero-shot")[0]), ("individual", _ref_summary(data, "individual")[0])]
@@ -281,7 +281,7 @@ def plot_demo(data: dict[str, Any], path: Path) -> Path:
 
 def write_demo(data: dict[str, Any], folder: Path) -> dict[str, Path]:
     """``demo.md`` and ``demo.png`` in ``folder`` (atomic writes)."""
-    from adapterhub.lora.tensorfile import atomic_write
+    from adapterhub.files import atomic_write
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": folder / "demo.md", "png": folder / "demo.png"}

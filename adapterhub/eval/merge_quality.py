@@ -894,7 +894,7 @@ def plot_report(data: Mapping[str, Any], path: str | Path) -> Path:
     fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7.5, frameon=False)
     fig.tight_layout(rect=(0, 0.03 + 0.03 * math.ceil(len(labels) / ncol), 1, 1))
     path = Path(path)
-    from adapterhub.lora.tensorfile import atomic_write
+    from adapterhub.files import atomic_write
 
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=110)
@@ -911,7 +911,7 @@ def write_report(data: Mapping[str, Any], folder: str | Path, stem: str, *, titl
 
     Whatever follows ``NOTES_MARKER`` in an existing ``<stem>.md`` is carried over below the new table.
     """
-    from adapterhub.lora.tensorfile import atomic_write
+    from adapterhub.files import atomic_write
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -4,33 +4,42 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from adapterhub.errors import InvalidAdapterError, UnsupportedAdapterError
+from adapterhub.files import atomic_write
 from adapterhub.lora.config import CONFIG_NAME, LEGACY_WEIGHTS_NAME, WEIGHTS_NAME, AdapterConfig, targets_module
 from adapterhub.lora.keys import extra_key, lora_key, parse_key
 from adapterhub.lora.module import LoraModule
 from adapterhub.lora.tensorfile import (
+    DTYPE_NAMES,
     DictSource,
     SafetensorsSource,
     TensorSource,
-    atomic_write,
-    canonical_digest,
+    check_finite,
     iter_canonical_bytes,
     load_bin,
+    sha256_stream,
 )
 
 
 class LoraAdapter:
     """A LoRA adapter: PEFT config plus tensors, read lazily one module at a time.
 
-    Construction checks structure only (key names, shapes, ranks against the config), from the
-    file header, without loading tensor data; ``validate()`` also reads every tensor and rejects
-    NaN/Inf. ``load`` runs both by default.
+    Construction checks structure only (key names, dtypes, shapes, ranks against the config),
+    from the file header, without loading tensor data. Values (NaN/Inf, unreadable data) are
+    checked by reading the tensors, in one of two ways:
+
+    * ``validate()`` reads every tensor once, up front (``load``/``from_files`` call it unless
+      ``validate=False``);
+    * ``iter_weights_bytes(check_values=True)`` / ``write_weights(..., check_values=True)`` check
+      each tensor as it is streamed out, so an import that writes the canonical bytes anyway reads
+      the adapter once: open it with ``validate=False`` and stream with ``check_values=True``.
+
+    Both raise the same ``InvalidAdapterError`` for the same first bad tensor.
 
     Args:
         config: the adapter's PEFT config.
@@ -44,6 +53,7 @@ class LoraAdapter:
         self._origin = origin
         self._factor_keys: dict[str, dict[str, str]] = {}
         self._extra_keys: dict[str, str] = {}
+        self._digest_and_size: tuple[str, int] | None = None  # set by the first full hashing pass
         for key in source.keys():
             parsed = parse_key(key)
             if parsed.role == "extra":
@@ -63,6 +73,13 @@ class LoraAdapter:
         """Open a PEFT adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``).
 
         A legacy ``adapter_model.bin`` is read with ``torch.load(weights_only=True)`` only.
+
+        Args:
+            folder: the PEFT adapter folder.
+            validate: also read every tensor now and reject NaN/Inf (``validate()``). Structure is
+                checked either way. Pass ``False`` when the weights are about to be streamed with
+                ``iter_weights_bytes(check_values=True)``, which checks values on the way and
+                saves a second read.
 
         Raises:
             InvalidAdapterError: missing files, truncated or malformed tensors, config mismatch, NaN.
@@ -85,7 +102,16 @@ class LoraAdapter:
 
     @classmethod
     def from_files(cls, config: AdapterConfig, weights_path: str | Path, *, validate: bool = True) -> "LoraAdapter":
-        """An adapter from a config and a safetensors file (e.g. a blob in the store)."""
+        """An adapter from a config and a safetensors file (e.g. a blob in the store).
+
+        Args:
+            config: the adapter's PEFT config.
+            weights_path: a safetensors file; its header is read now, tensor data lazily.
+            validate: as in ``load``: also read every tensor now and reject NaN/Inf.
+
+        Raises:
+            InvalidAdapterError: truncated or malformed file, config mismatch, NaN (when validating).
+        """
         adapter = cls(config, SafetensorsSource(weights_path), origin=str(weights_path))
         if validate:
             adapter.validate()
@@ -152,6 +178,7 @@ class LoraAdapter:
 
     # ------------------------------------------------------------------ structure
     def _check_structure(self) -> None:
+        """Everything that can be checked from the header alone, so that opening stays cheap."""
         if not self._factor_keys:
             raise InvalidAdapterError("no LoRA tensors (lora_A/lora_B) found", path=self._origin)
         for path, slot in sorted(self._factor_keys.items()):
@@ -185,12 +212,26 @@ class LoraAdapter:
                     path=self._origin,
                 )
 
-    def validate(self) -> None:
-        """Read every tensor once: reject NaN/Inf and unreadable data (truncation)."""
         for key in self._source.keys():
-            tensor = self._source.get(key)
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise InvalidAdapterError(f"tensor '{key}' contains NaN or Inf values", path=self._origin)
+            dtype = self._source.meta(key)[0]
+            if dtype not in DTYPE_NAMES:
+                raise InvalidAdapterError(f"tensor '{key}' has unsupported dtype {dtype}", path=self._origin)
+
+    def _check_values(self, key: str, tensor: torch.Tensor) -> None:
+        check_finite(key, tensor, path=self._origin)
+
+    def validate(self) -> None:
+        """Read every tensor once: reject NaN/Inf and unreadable data (truncation).
+
+        An explicit pass for callers that need values checked before they use the adapter; an
+        import that streams the weights should use ``iter_weights_bytes(check_values=True)``
+        instead, which does the same checks (same errors, same order) without a second read.
+
+        Raises:
+            InvalidAdapterError: the first tensor, in sorted key order, that is unreadable or not finite.
+        """
+        for key in sorted(self._source.keys()):
+            self._check_values(key, self._source.get(key))
 
     # ------------------------------------------------------------------ access
     @property
@@ -250,29 +291,55 @@ class LoraAdapter:
     def _metas(self) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
         return {key: self._source.meta(key) for key in self._source.keys()}
 
-    def iter_weights_bytes(self) -> Iterator[bytes]:
-        """The canonical ``adapter_model.safetensors`` bytes, streamed one tensor at a time."""
-        return iter_canonical_bytes(self._metas(), self._source.get)
+    def iter_weights_bytes(self, *, check_values: bool = False) -> Iterator[bytes]:
+        """The canonical ``adapter_model.safetensors`` bytes, streamed one tensor at a time.
 
-    @cached_property
+        The header (built from names, dtypes and shapes) comes first, then each tensor in sorted
+        key order, each read from the source exactly once.
+
+        Args:
+            check_values: check each tensor as ``validate()`` would (NaN/Inf) after it is read
+                and before its bytes are yielded. A bad tensor raises mid-stream, so the stream
+                is never complete: a writer that commits only when the iteration finishes (a
+                ``with`` block around the loop, ``write_weights``) stores nothing.
+
+        Raises:
+            InvalidAdapterError: a tensor is unreadable (truncated file), or, with
+                ``check_values``, contains NaN or Inf; the message is the one ``validate()`` gives.
+        """
+        return iter_canonical_bytes(
+            self._metas(), self._source.get, check=self._check_values if check_values else None
+        )
+
+    @property
     def digest_and_size(self) -> tuple[str, int]:
-        return canonical_digest(self.iter_weights_bytes())
+        """(sha256, size) of the canonical bytes; computed once, or taken from ``write_weights``."""
+        if self._digest_and_size is None:
+            self._digest_and_size = sha256_stream(self.iter_weights_bytes())
+        return self._digest_and_size
 
     @property
     def digest(self) -> str:
         """sha256 of the canonical safetensors bytes: same content, same digest."""
         return self.digest_and_size[0]
 
-    def write_weights(self, path: str | Path) -> tuple[str, int]:
-        """Write the canonical safetensors file atomically; returns (digest, size)."""
+    def write_weights(self, path: str | Path, *, check_values: bool = False) -> tuple[str, int]:
+        """Write the canonical safetensors file atomically; returns (digest, size).
+
+        The digest is computed from the bytes as they are written (no second pass) and kept, so a
+        later ``digest`` costs nothing.
+
+        Args:
+            path: the file to write; replaced only once the whole file is written and fsynced.
+            check_values: as in ``iter_weights_bytes``; on a bad tensor nothing is written.
+
+        Raises:
+            InvalidAdapterError: as ``iter_weights_bytes``; ``path`` is then left as it was.
+        """
         with atomic_write(path) as f:
-
-            def written() -> Iterator[bytes]:
-                for chunk in self.iter_weights_bytes():
-                    f.write(chunk)
-                    yield chunk
-
-            return canonical_digest(written())
+            digest_and_size = sha256_stream(self.iter_weights_bytes(check_values=check_values), f.write)
+        self._digest_and_size = digest_and_size
+        return digest_and_size
 
     def save(self, folder: str | Path) -> Path:
         """Write a PEFT folder (``adapter_config.json`` + ``adapter_model.safetensors``) atomically per file."""

@@ -16,16 +16,14 @@ import json
 import os
 import pickle
 import struct
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 from safetensors import SafetensorError, safe_open
 
 from adapterhub.errors import InvalidAdapterError
+from adapterhub.files import atomic_write  # noqa: F401  # TEMP shim for app/ (lead removes)
 
 DTYPE_NAMES: dict[torch.dtype, str] = {
     torch.float64: "F64",
@@ -179,64 +177,52 @@ def canonical_header(metas: dict[str, tuple[torch.dtype, tuple[int, ...]]]) -> b
     return struct.pack("<Q", len(encoded)) + encoded
 
 
+def check_finite(key: str, tensor: torch.Tensor, *, path: str | None = None) -> None:
+    """Reject a floating-point tensor holding NaN or Inf: such an adapter poisons every merge it enters.
+
+    Raises:
+        InvalidAdapterError: ``tensor`` has a non-finite value.
+    """
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise InvalidAdapterError(f"tensor '{key}' contains NaN or Inf values", path=path)
+
+
 def iter_canonical_bytes(
-    metas: dict[str, tuple[torch.dtype, tuple[int, ...]]], load: Callable[[str], torch.Tensor]
+    metas: dict[str, tuple[torch.dtype, tuple[int, ...]]],
+    load: Callable[[str], torch.Tensor],
+    *,
+    check: Callable[[str, torch.Tensor], None] | None = None,
 ) -> Iterator[bytes]:
-    """Yield the canonical safetensors file in chunks: header first, then one tensor at a time."""
+    """Yield the canonical safetensors file in chunks: header first, then one tensor at a time.
+
+    Args:
+        metas: key -> (dtype, shape) of every tensor; the header is built from these alone.
+        load: reads one tensor; called exactly once per key, in sorted key order.
+        check: called on each tensor after it is read and before its bytes are yielded, so a
+            tensor it rejects (by raising) never reaches the consumer and the stream stops short:
+            a consumer that commits only on a complete stream never stores a rejected file.
+    """
     yield canonical_header(metas)
     for key in sorted(metas):
         tensor = load(key)
         if tensor.dtype != metas[key][0] or tuple(tensor.shape) != tuple(metas[key][1]):
             raise InvalidAdapterError(f"tensor '{key}' changed dtype or shape while writing")
+        if check is not None:
+            check(key, tensor)
         yield _tensor_bytes(tensor)
 
 
-def canonical_digest(chunks: Iterable[bytes]) -> tuple[str, int]:
-    """sha256 hex digest and size of a byte stream."""
+def sha256_stream(chunks: Iterable[bytes], write: Callable[[bytes], object] | None = None) -> tuple[str, int]:
+    """sha256 hex digest and size of a byte stream, copying each chunk to ``write`` on the way.
+
+    The one hashing loop for streamed bytes: computing a digest and writing a file hash the same
+    chunks in the same pass, so the data is produced once whichever the caller needs.
+    """
     h = hashlib.sha256()
     size = 0
     for chunk in chunks:
+        if write is not None:
+            write(chunk)
         h.update(chunk)
         size += len(chunk)
     return h.hexdigest(), size
-
-
-@contextmanager
-def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[BinaryIO]:
-    """Write ``path`` through a temp file in the same folder: fsync, then rename over the target.
-
-    A crash at any point leaves either the old file or the new one, never a half-written file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        # mkstemp makes 0600 files; give the result the mode a plain open() would (0666 - umask)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, mode) as f:
-            yield f  # type: ignore[misc]
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
