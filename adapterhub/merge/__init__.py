@@ -3,9 +3,11 @@
 Public API::
 
     merge_adapters(adapters, method="lego", *, weights=None, params=None, seed=0,
-                   progress=None, force=False, dtype=None) -> MergeResult
-    list_methods() -> list[MethodInfo]          # name, description, reference_url, parameters
+                   progress=None, force=False, dtype=None, threads=None, names=None) -> MergeResult
+    list_methods() -> list[MethodInfo]          # name, description, reference_url, parameters,
+                                                # default_weights, seeded
     resolve_params(method, params) -> dict      # validate without merging (CLI/HTTP parsing)
+    convention_weights(convention, n)           # "avg" (1/n), "sqrt" (1/sqrt(n)), "sum" (1)
 
 Methods (``methods.MERGE_METHODS``): ``linear``, ``linear_factors``, ``cat``, ``svd``, ``ties``,
 ``dare_linear``, ``dare_ties``, ``magnitude``, ``lego`` (default).
@@ -28,7 +30,14 @@ if TYPE_CHECKING:
         resolve_params,
     )
     from adapterhub.merge.methods import MERGE_METHODS, REGISTRY
-    from adapterhub.merge.registry import MergeMethod, MethodInfo, MethodRegistry, ParamInfo
+    from adapterhub.merge.registry import (
+        WEIGHT_CONVENTIONS,
+        MergeMethod,
+        MethodInfo,
+        MethodRegistry,
+        ParamInfo,
+        convention_weights,
+    )
 
 # torch-backed names load on first use, so importing the parameter models stays cheap
 _LAZY = {
@@ -44,6 +53,8 @@ _LAZY = {
     "MethodInfo": "registry",
     "MethodRegistry": "registry",
     "ParamInfo": "registry",
+    "WEIGHT_CONVENTIONS": "registry",
+    "convention_weights": "registry",
 }
 
 
@@ -64,6 +75,8 @@ __all__ = [
     "MethodRegistry",
     "ModuleReport",
     "ParamInfo",
+    "WEIGHT_CONVENTIONS",
+    "convention_weights",
     "list_methods",
     "parameter_table",
     "merge_adapters",

@@ -38,10 +38,6 @@ class Term:
         """``weight * scale``: the factor the unit contributions carry."""
         return self.weight * self.module.scale
 
-    def weighted_delta(self) -> torch.Tensor:
-        """The dense ``weight * scale * B @ A`` (float32)."""
-        return self.coeff * (self.module.B.float() @ self.module.A.float())
-
 
 @dataclass(frozen=True)
 class ModuleContext:

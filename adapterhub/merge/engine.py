@@ -16,15 +16,15 @@ are not meant to equal ``S``).
 Passthrough tensors (PEFT ``modules_to_save``, e.g. a classifier head) are full weights, not
 deltas, so they cannot be merged like LoRA factors. A tensor that every input carries with the
 same shape is averaged with the normalised weights ``w_i / sum_j w_j`` (``averaged`` in the
-report); any other is dropped and the report says so in ``warnings``.
+report); any other is dropped and the report says so in ``warnings``, in plain words and naming
+the inputs by the ``names`` the caller passed (catalog names), else as "input 1", "input 2", ...
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ from adapterhub.merge.base import ModuleContext, Term
 from adapterhub.merge.factors import FactorGram, fro_inner, stack_terms
 from adapterhub.merge.methods import REGISTRY
 from adapterhub.merge.registry import MergeMethod, MethodInfo
+from adapterhub.threads import torch_threads
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -159,6 +160,7 @@ def merge_adapters(
     force: bool = False,
     dtype: torch.dtype | None = None,
     threads: int | None = None,
+    names: Sequence[str] | None = None,
 ) -> MergeResult:
     """Merge LoRA adapters into one with a registered method, module by module.
 
@@ -178,6 +180,8 @@ def merge_adapters(
             torch's setting). The factor-space methods (``lego``, ``svd``, ``cat``) work on small
             matrices, where extra threads only add synchronisation: on a busy 2-core machine
             ``threads=1`` made a 224-module ``lego`` merge 7x faster. The setting is process-wide.
+        names: what to call each input in warnings and errors (e.g. catalog names); default
+            "input 1", "input 2", ...
 
     Returns:
         A ``MergeResult`` with the new in-memory adapter, resolved params and weights, and a report.
@@ -200,15 +204,16 @@ def merge_adapters(
         raise InvalidParameterError(f"seed must be an integer, got {seed!r}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise InvalidParameterError(f"threads must be a positive integer, got {threads!r}")
+    labels = _input_labels(names, len(adapters))
     resolved_weights = _resolve_weights(spec.default_weight_values(len(adapters)), weights, len(adapters))
     warnings = _check_compatible(adapters, force)
-    paths = _check_shapes(adapters)
+    paths = _check_shapes(adapters, labels)
     out_dtype = dtype or _common_dtype(adapters)
 
-    with _torch_threads(threads):
+    with torch_threads(threads):
         merged, reports = _merge_modules(adapters, paths, resolved_weights, spec, resolved, seed, out_dtype, progress)
 
-    extras, passthrough, extra_warnings = _merge_passthrough(adapters, resolved_weights)
+    extras, passthrough, extra_warnings = _merge_passthrough(adapters, resolved_weights, labels)
     warnings.extend(extra_warnings)
     adapter = LoraAdapter.from_modules(
         merged,
@@ -259,20 +264,22 @@ def _merge_modules(
     return merged, reports
 
 
-@contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    if threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 # ---------------------------------------------------------------------------- validation
+def _input_labels(names: Sequence[str] | None, n: int) -> list[str]:
+    """How messages name each input: the caller's names, else "input 1", "input 2", ..."""
+    if names is None:
+        return [f"input {i}" for i in range(1, n + 1)]
+    labels = [str(name) for name in names]
+    if len(labels) != n:
+        raise InvalidParameterError(f"got {len(labels)} names for {n} adapters; pass one name per adapter")
+    return labels
+
+
+def _join(labels: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
+
+
 def _resolve_weights(default: list[float], weights: Sequence[float] | None, n: int) -> list[float]:
     if weights is None:
         return default
@@ -298,7 +305,7 @@ def _check_compatible(adapters: Sequence[LoraAdapter], force: bool) -> list[str]
         if not force:
             raise IncompatibleAdaptersError(
                 f"{message}; their deltas do not add up on one model. Merge adapters of one base model, "
-                "or pass force=True (--force) if the bases share weights"
+                "or merge them anyway with --force (force=True in Python) if the bases share weights"
             )
         warnings.append(message + "; merged anyway (force)")
     if any(a.base_model is None for a in adapters) and bases:
@@ -308,13 +315,14 @@ def _check_compatible(adapters: Sequence[LoraAdapter], force: bool) -> list[str]
         message = "some adapters set fan_in_fan_out and some do not (Conv1D vs Linear base layers)"
         if not force:
             raise IncompatibleAdaptersError(
-                message + "; they cannot target the same base model. Pass force=True to merge anyway"
+                message + "; they cannot target the same base model. Merge them anyway with --force "
+                "(force=True in Python)"
             )
         warnings.append(message + "; merged anyway (force), output uses fan_in_fan_out=False")
     return warnings
 
 
-def _check_shapes(adapters: Sequence[LoraAdapter]) -> list[str]:
+def _check_shapes(adapters: Sequence[LoraAdapter], labels: Sequence[str]) -> list[str]:
     """The sorted union of module paths, after checking every shared module has one shape."""
     shapes: dict[str, tuple[int, int, int]] = {}
     for i, adapter in enumerate(adapters):
@@ -323,8 +331,8 @@ def _check_shapes(adapters: Sequence[LoraAdapter]) -> list[str]:
             seen = shapes.setdefault(path, (d_out, d_in, i))
             if seen[:2] != (d_out, d_in):
                 raise IncompatibleAdaptersError(
-                    f"module '{path}' is {seen[0]}x{seen[1]} in input {seen[2]} but {d_out}x{d_in} in input {i}; "
-                    "the adapters target different architectures"
+                    f"module '{path}' is {seen[0]}x{seen[1]} in {labels[seen[2]]} but {d_out}x{d_in} in "
+                    f"{labels[i]}; the adapters target different architectures"
                 )
     return sorted(shapes)
 
@@ -393,9 +401,14 @@ def _summarise(
 
 
 # ---------------------------------------------------------------------------- passthrough and config
+_EXTRA_WHAT = "a full weight saved beside the LoRA factors, such as a task head"
+
+
 def _merge_passthrough(
-    adapters: Sequence[LoraAdapter], weights: Sequence[float]
+    adapters: Sequence[LoraAdapter], weights: Sequence[float], labels: Sequence[str]
 ) -> tuple[dict[str, torch.Tensor], dict[str, str], list[str]]:
+    """Average the passthrough tensors every input carries alike; say in plain words why any other
+    was left out, naming the inputs by ``labels``."""
     names = sorted({name for a in adapters for name in a.extra_tensor_names})
     if not names:
         return {}, {}, []
@@ -403,23 +416,28 @@ def _merge_passthrough(
     norm = [w / total for w in weights] if total != 0 else [1.0 / len(weights)] * len(weights)
     status: dict[str, str] = {}
     sums: dict[str, torch.Tensor] = {}
+    first: dict[str, int] = {}  # the input whose tensor fixed the shape
     dtypes: dict[str, torch.dtype] = {}
     reasons: dict[str, str] = {}
     for name in names:
-        missing = [i for i, a in enumerate(adapters) if name not in a.extra_tensor_names]
+        missing = [labels[i] for i, a in enumerate(adapters) if name not in a.extra_tensor_names]
         if missing:
-            reasons[name] = f"missing from input(s) {missing}"
+            reasons[name] = f"{_join(missing)} {'does' if len(missing) == 1 else 'do'} not have it"
     for i, adapter in enumerate(adapters):  # one adapter's passthrough tensors in memory at a time
         for name, tensor in adapter.extra_tensors().items():
             if name in reasons:
                 continue
             if not tensor.is_floating_point():
-                reasons[name] = f"has dtype {tensor.dtype}, which cannot be averaged"
+                reasons[name] = f"it holds {str(tensor.dtype).removeprefix('torch.')} values, which cannot be averaged"
                 continue
             if name in sums and sums[name].shape != tensor.shape:
-                reasons[name] = f"has shape {tuple(tensor.shape)} in input {i} but {tuple(sums[name].shape)} before"
+                reasons[name] = (
+                    f"its shape is {tuple(sums[name].shape)} in {labels[first[name]]} but {tuple(tensor.shape)} "
+                    f"in {labels[i]}"
+                )
                 continue
             dtypes.setdefault(name, tensor.dtype)
+            first.setdefault(name, i)
             term = tensor.double() * norm[i]
             sums[name] = sums[name] + term if name in sums else term
     kept: dict[str, torch.Tensor] = {}
@@ -427,14 +445,15 @@ def _merge_passthrough(
     for name in names:
         if name in reasons:
             status[name] = "dropped"
-            warnings.append(f"passthrough tensor '{name}' dropped: it {reasons[name]}")
+            warnings.append(f"'{name}' ({_EXTRA_WHAT}) was left out of the merge because {reasons[name]}")
         else:
             kept[name] = sums[name].to(dtypes[name])
             status[name] = "averaged"
     if kept:
+        one = len(kept) == 1
         warnings.append(
-            f"{len(kept)} passthrough tensor(s) (modules_to_save) averaged with normalised weights; "
-            "they are full weights, not LoRA deltas"
+            f"{len(kept)} full weight{'' if one else 's'} saved beside the LoRA factors (such as task heads) "
+            f"{'was' if one else 'were'} averaged, each adapter counting in proportion to its merge weight"
         )
     return kept, status, warnings
 

@@ -162,6 +162,7 @@ MERGE_METHODS: tuple[MergeMethod, ...] = (
         params=DareLinearParams,
         default_weights="ones",
         merge_module=_dare_linear,
+        seeded="always",
     ),
     MergeMethod(
         name="dare_ties",
@@ -172,6 +173,7 @@ MERGE_METHODS: tuple[MergeMethod, ...] = (
         params=DareTiesParams,
         default_weights="ones",
         merge_module=_dare_ties,
+        seeded="always",
     ),
     MergeMethod(
         name="magnitude",
@@ -193,6 +195,7 @@ MERGE_METHODS: tuple[MergeMethod, ...] = (
         params=LegoParams,
         default_weights="uniform",
         merge_module=_lego,
+        seeded="below_total_rank",
     ),
 )
 

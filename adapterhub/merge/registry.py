@@ -9,6 +9,7 @@ raises.
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -21,6 +22,29 @@ from adapterhub.errors import InvalidParameterError
 from adapterhub.merge.base import ModuleMergeFn
 
 DefaultWeights = Literal["uniform", "ones"]
+Seeded = Literal["never", "always", "below_total_rank"]
+
+WEIGHT_CONVENTIONS: dict[str, str] = {"avg": "1/n", "sqrt": "1/√n", "sum": "1"}
+"""Weight conventions for ``n`` inputs (key -> how it prints): every input weighs ``1/n`` (an
+average), ``1/sqrt(n)`` (between the two; keeps the norm of a sum of orthogonal deltas) or ``1``
+(a sum). The methods' own defaults are ``avg`` (``default_weights="uniform"``) or ``sum``."""
+
+
+def convention_weights(convention: str, n: int) -> list[float]:
+    """The weights of ``n`` inputs under a convention of ``WEIGHT_CONVENTIONS``.
+
+    Raises:
+        InvalidParameterError: unknown convention.
+    """
+    if convention == "avg":
+        return [1.0 / n] * n
+    if convention == "sqrt":
+        return [1.0 / math.sqrt(n)] * n
+    if convention == "sum":
+        return [1.0] * n
+    raise InvalidParameterError(
+        f"unknown weight convention {convention!r}; choose one of {', '.join(WEIGHT_CONVENTIONS)}"
+    )
 
 
 @dataclass(frozen=True)
@@ -34,6 +58,12 @@ class MergeMethod:
         params: pydantic model of the method's parameters (frozen, ``extra="forbid"``).
         default_weights: ``"uniform"`` (``1/n``, averaging methods) or ``"ones"`` (sums).
         merge_module: the per-module function (see ``base.ModuleMergeFn``).
+        seeded: whether ``seed`` can change the result: ``"never"`` (deterministic; the dense
+            methods' randomised rank-k refit, used only for layers wider than 1024 or with
+            ``refit="randomized"``, is the one exception), ``"always"`` (random drops), or
+            ``"below_total_rank"`` (random clustering, only when ``k`` is below a module's total
+            input rank; otherwise every unit is kept as it is). Tables use it to run a merge
+            once instead of once per seed.
     """
 
     name: str
@@ -42,9 +72,24 @@ class MergeMethod:
     params: type[BaseModel]
     default_weights: DefaultWeights
     merge_module: ModuleMergeFn
+    seeded: Seeded = "never"
+
+    @property
+    def default_convention(self) -> str:
+        """The default weights as a key of ``WEIGHT_CONVENTIONS`` (``"avg"`` or ``"sum"``)."""
+        return "avg" if self.default_weights == "uniform" else "sum"
 
     def default_weight_values(self, n: int) -> list[float]:
-        return [1.0 / n] * n if self.default_weights == "uniform" else [1.0] * n
+        return convention_weights(self.default_convention, n)
+
+    def uses_seed(self, k: int | None, total_rank: int) -> bool:
+        """Whether the seed can change a merge at rank ``k`` of inputs with ``total_rank`` units
+        per module (see ``seeded``)."""
+        if self.seeded == "always":
+            return True
+        if self.seeded == "below_total_rank":
+            return k is not None and k < total_rank
+        return False
 
 
 @dataclass(frozen=True)
@@ -77,6 +122,7 @@ class MethodInfo:
     default_weights: DefaultWeights
     parameters: tuple[ParamInfo, ...]
     json_schema: dict[str, Any]
+    seeded: Seeded = "never"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +130,7 @@ class MethodInfo:
             "description": self.description,
             "reference_url": self.reference_url,
             "default_weights": self.default_weights,
+            "seeded": self.seeded,
             "parameters": [p.to_dict() for p in self.parameters],
             "json_schema": self.json_schema,
         }
@@ -113,6 +160,7 @@ def describe(method: MergeMethod) -> MethodInfo:
         default_weights=method.default_weights,
         parameters=tuple(params),
         json_schema=method.params.model_json_schema(),
+        seeded=method.seeded,
     )
 
 

@@ -16,8 +16,9 @@ from tests.merge.util import dense_sum, make_adapter, rel
 
 def test_base_model_mismatch_is_refused_unless_forced():
     a, b = make_adapter(1, base_model="llama-7b"), make_adapter(2, base_model="mistral-7b")
-    with pytest.raises(IncompatibleAdaptersError, match=r"different base models \(llama-7b, mistral-7b\).*force"):
+    with pytest.raises(IncompatibleAdaptersError, match=r"different base models \(llama-7b, mistral-7b\).*force") as e:
         merge_adapters([a, b], "cat")
+    assert "--force (force=True in Python)" in str(e.value)  # CLI users read it too
     result = merge_adapters([a, b], "cat", force=True)
     assert any("different base models" in w for w in result.report.warnings)
     assert result.adapter.base_model == "llama-7b"
@@ -39,8 +40,10 @@ def test_shape_mismatch_is_refused_even_when_forced():
     m = b.module("layer.0.up")
     tensors = {"base_model.model.layer.0.q.lora_A.weight": m.A, "base_model.model.layer.0.q.lora_B.weight": m.B}
     bad = LoraAdapter(AdapterConfig({**b.config.raw, "target_modules": ["q"]}), DictSource(tensors))
-    with pytest.raises(IncompatibleAdaptersError, match=r"'layer.0.q' is 24x16 in input 0 but 40x16 in input 1"):
+    with pytest.raises(IncompatibleAdaptersError, match=r"'layer.0.q' is 24x16 in input 1 but 40x16 in input 2"):
         merge_adapters([a, bad], "cat", force=True)
+    with pytest.raises(IncompatibleAdaptersError, match=r"'layer.0.q' is 24x16 in acme/a but 40x16 in acme/bad"):
+        merge_adapters([a, bad], "cat", force=True, names=["acme/a", "acme/bad"])
 
 
 @pytest.mark.parametrize(
@@ -78,13 +81,23 @@ def test_passthrough_tensors_are_averaged_or_dropped():
     result = merge_adapters([a, b], "cat", weights=[1.0, 3.0])
     assert result.report.passthrough == {"classifier.weight": "averaged", "pooler.weight": "dropped"}
     assert torch.allclose(result.adapter.extra_tensors()["classifier.weight"], torch.full((3, 24), 3.25))
-    assert any("pooler.weight' dropped: it missing from input(s) [1]" in w for w in result.report.warnings)
+    assert any(w.startswith("'pooler.weight' (a full weight") and w.endswith("left out of the merge because input 2 "
+               "does not have it") for w in result.report.warnings), result.report.warnings
+    assert "1 full weight saved beside the LoRA factors (such as task heads) was averaged" in result.report.warnings[-1]
     assert result.adapter.config.modules_to_save == ["classifier", "pooler"]
+    named = merge_adapters([a, b], "cat", weights=[1.0, 3.0], names=["acme/a", "acme/b"])
+    assert any(w.endswith("because acme/b does not have it") for w in named.report.warnings)
+    three = merge_adapters([b, a, b], "cat")
+    assert any(w.endswith("because input 1 and input 3 do not have it") for w in three.report.warnings)
 
     c = make_adapter(3, extra={"classifier.weight": torch.ones(5, 24)})
-    mismatch = merge_adapters([a, c], "cat")
+    mismatch = merge_adapters([a, c], "cat", names=["acme/a", "acme/c"])
     assert mismatch.report.passthrough["classifier.weight"] == "dropped"
     assert "classifier.weight" not in mismatch.adapter.extra_tensors()
+    assert any(w.endswith("because its shape is (3, 24) in acme/a but (5, 24) in acme/c")
+               for w in mismatch.report.warnings)
+    with pytest.raises(InvalidParameterError, match="one name per adapter"):
+        merge_adapters([a, c], "cat", names=["acme/a"])
 
 
 def test_output_dtype_follows_the_inputs():

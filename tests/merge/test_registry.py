@@ -96,3 +96,22 @@ def test_registry_requires_reference_and_strict_params():
         registry.register(MergeMethod("loose", "d", "https://x", Loose, "ones", _cat))
     with pytest.raises(ValueError, match="reference_url"):
         registry.register(MergeMethod("nourl", "d", "", NoParams, "ones", _cat))
+
+
+def test_methods_declare_seed_use_and_weight_conventions():
+    from adapterhub.merge import WEIGHT_CONVENTIONS, convention_weights
+
+    infos = {m.name: m for m in list_methods()}
+    assert {n for n, i in infos.items() if i.seeded == "always"} == {"dare_linear", "dare_ties"}
+    assert infos["lego"].seeded == "below_total_rank" and infos["svd"].seeded == "never"
+    assert infos["lego"].to_dict()["seeded"] == "below_total_rank"
+    lego, svd, dare = REGISTRY.get("lego"), REGISTRY.get("svd"), REGISTRY.get("dare_ties")
+    assert lego.uses_seed(4, 8) and not lego.uses_seed(8, 8) and not lego.uses_seed(None, 8)
+    assert dare.uses_seed(None, 1) and not svd.uses_seed(2, 8)
+    assert lego.default_convention == "avg" and svd.default_convention == "sum"
+    assert list(WEIGHT_CONVENTIONS) == ["avg", "sqrt", "sum"]
+    assert convention_weights("avg", 4) == [0.25] * 4 and convention_weights("sqrt", 4) == [0.5] * 4
+    assert convention_weights("sum", 3) == [1.0] * 3 == svd.default_weight_values(3)
+    assert lego.default_weight_values(2) == [0.5, 0.5]
+    with pytest.raises(InvalidParameterError, match="unknown weight convention 'mean'; choose one of avg, sqrt, sum"):
+        convention_weights("mean", 2)
