@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from adapterhub.eval.evaluate import evaluate
-from adapterhub.eval.merge_quality import (
+from adapterhub.eval.quality import (
     NOTES_MARKER,
     MergeSpec,
     QualityPlan,
@@ -18,14 +18,18 @@ from adapterhub.eval.merge_quality import (
     cap_split,
     fixed_subsets,
     lego_specs,
+    plot_task_accuracy,
+    reference_rows,
     relative,
+    render_markdown,
     run_merge_quality,
     select_conventions,
+    write_report,
 )
-from adapterhub.eval.tasks import Example, Label, Task
 from adapterhub.merge import merge_adapters
 from adapterhub.models.base import tiny_random_bert
 from adapterhub.models.train import train_adapter
+from adapterhub.tasks import Example, Label, Task
 from tests.models.synthetic import synthetic_task
 
 OTHER_WORDS = {
@@ -51,8 +55,7 @@ def setting():
     model = tiny_random_bert(seed=0)
     tasks = {"synthetic": synthetic_task(), "synthetic2": other_task()}
     adapters = {
-        name: train_adapter(model, task, rank=2, alpha=4, epochs=4, lr=1e-2, batch_size=8, seed=i,
-                            evaluate_on=None).adapter
+        name: train_adapter(model, task, rank=2, alpha=4, epochs=4, lr=1e-2, batch_size=8, seed=i).adapter
         for i, (name, task) in enumerate(tasks.items())
     }
     return model, tasks, adapters
@@ -209,3 +212,47 @@ def test_specs_and_relative():
     assert MergeSpec("x", "x", "svd", weights="sqrt").weight_values(4) == [0.5] * 4
     assert relative(0.8, 0.9, 0.5) == pytest.approx((0.8 / 0.9, 0.75))
     assert math.isnan(relative(0.5, 0.5, 0.5)[1])
+
+
+def test_seed_use_and_weight_labels_come_from_the_merge_registry():
+    svd, lego, dare = MergeSpec("svd", "svd", "svd"), MergeSpec("lego", "lego", "lego"), MergeSpec("d", "d", "dare_ties")
+    assert not svd.uses_seed(4, 8) and dare.uses_seed(None, 8)
+    assert lego.uses_seed(4, 8) and not lego.uses_seed(8, 8)  # every unit kept: nothing random left
+    assert svd.weights_label() == "1 (default)" and lego.weights_label() == "1/n (default)"
+    assert MergeSpec("s", "s", "svd", weights="sqrt").weights_label() == "1/√n"
+
+
+def _single_rank_report() -> dict:
+    """A report dict as the demo builds it: one group, one rank, one seed, rows without SEs."""
+    tasks = ["a", "b"]
+    return {
+        "plan": {"split": "test", "ks": [8], "seeds": [0], "max_examples": None, "specs": []},
+        "tasks": tasks,
+        "groups": [{"name": "all tasks", "subsets": [tasks]}],
+        "reference_rows": {"all tasks": reference_rows(tasks, {"a": 0.5, "b": 0.25}, {"a": 1.0, "b": 0.75})},
+        "rows": {"all tasks": [{"key": "demo/lego-k8", "label": "LoRA-LEGO", "weights": "1/n (default)", "k": 8,
+                                "rank": 8, "normalised": 0.9, "retained_gain": 0.8, "se": None, "gain_se": None,
+                                "accuracy": {"a": 0.9, "b": 0.675}, "seeds": [0]}]},
+        "lego_vs_best_baseline": [],
+        "selection": None,
+        "seconds": 12.0,
+        "threads": 1,
+    }
+
+
+def test_rows_without_standard_errors_render_without_plus_minus_columns(tmp_path: Path):
+    data = _single_rank_report()
+    refs = data["reference_rows"]["all tasks"]
+    assert refs["zero-shot"]["normalised"] == pytest.approx((0.5 + 0.25 / 0.75) / 2)
+    assert refs["zero-shot"]["retained_gain"] == 0.0 and refs["individual"]["normalised"] == 1.0
+    markdown = render_markdown(data, title="Demo", intro="Intro.", footer="Footer.")
+    lines = markdown.splitlines()
+    assert lines[:3] == ["# Demo", "", "Intro."] and lines[-1] == "Footer."
+    assert "| method | weights | k | rank | norm. acc. | retained gain | a | b |" in lines
+    assert "|---|---|---|---|---|---|---|---|" in lines
+    assert "| LoRA-LEGO | 1/n (default) | 8 | 8 | 0.900 | 0.80 | 90.0 | 67.5 |" in lines
+    assert "| **individual** | | | | 1.000 | 1.00 | 100.0 | 75.0 |" in lines
+    assert "±" not in markdown and "Split:" not in markdown
+    paths = write_report(data, tmp_path, "demo", title="Demo", plot=plot_task_accuracy, with_json=False)
+    assert sorted(paths) == ["markdown", "png"] and not (tmp_path / "demo.json").exists()
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,211 @@
+"""Run the merge-quality table: merge every subset with every spec, score each merge on its tasks.
+
+For fixed subsets of the task library (``sampling``), every merge of the plan (``plan``) is run at
+every rank ``k`` and the merged adapter is scored on each of its tasks under the similarity
+protocol (``adapterhub.eval.evaluate``), beside the references measured on the same examples:
+the base model alone (zero-shot) and each task's own adapter.
+
+Seeds: the all-task merge is run with every seed of the plan; the seed changes only the merge's
+random choices (k-means seeding in ``lego``, random drops in ``dare_*``). Where the merge registry
+says the seed cannot change anything (``linear``, ``svd``, ``ties``, ``magnitude``, ``lego`` with
+``k`` >= all units) the merge runs once and the row says ``deterministic``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from adapterhub.errors import InvalidParameterError
+from adapterhub.eval.evaluate import evaluate
+from adapterhub.eval.quality.plan import SELECTION_METHODS, MergeSpec, QualityPlan, baseline_specs, default_plan
+from adapterhub.eval.quality.report import Cell, QualityReport, Reference, Scored
+from adapterhub.eval.quality.sampling import cap_split, groups_of
+from adapterhub.eval.quality.stats import mean, relative
+from adapterhub.lora import LoraAdapter
+from adapterhub.merge import merge_adapters
+from adapterhub.merge.registry import WEIGHT_CONVENTIONS
+from adapterhub.models.base import BaseModel
+from adapterhub.tasks import Task
+
+ProgressFn = Callable[[str], None]
+
+
+def references(
+    adapters: Mapping[str, LoraAdapter], tasks: Mapping[str, Task], names: Sequence[str], split: str, model: BaseModel
+) -> dict[str, Reference]:
+    """Zero-shot and own-adapter scores of each task on ``split``."""
+    refs = {}
+    for t in names:
+        zero = evaluate(None, tasks[t], split=split, model=model)
+        own = evaluate(adapters[t], tasks[t], split=split, model=model)
+        refs[t] = Reference(Scored.of(zero, tasks[t], split), Scored.of(own, tasks[t], split), own.n)
+    return refs
+
+
+def select_conventions(
+    adapters: Mapping[str, LoraAdapter],
+    tasks: Mapping[str, Task],
+    *,
+    model: BaseModel,
+    methods: Sequence[str] = SELECTION_METHODS,
+    k: int = 8,
+    seed: int = 0,
+    max_examples: int | None = None,
+    merge_threads: int | None = 1,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Pick each method's weight convention (``avg``/``sqrt``/``sum``) on the validation split.
+
+    The all-task merge at rank ``k`` is scored on every task's validation split; the convention
+    with the best mean normalised accuracy (own adapter and zero-shot measured on the same
+    validation examples) wins. The test split is never read.
+
+    Returns:
+        ``{"split": "validation", "k", "seed", "picked": {method: convention},
+        "scores": {method: {convention: mean normalised accuracy}}, "references": {...}}``.
+    """
+    names = sorted(adapters)
+    val = {t: cap_split(tasks[t], "validation", max_examples) for t in names}
+    refs = references(adapters, val, names, "validation", model)
+    scores: dict[str, dict[str, float]] = {}
+    picked: dict[str, str] = {}
+    inputs = [adapters[t] for t in names]
+    for method in methods:
+        scores[method] = {}
+        for convention in WEIGHT_CONVENTIONS:
+            spec = MergeSpec(f"{method}/{convention}", method, method, weights=convention)
+            result = merge_adapters(
+                inputs, method, weights=spec.weight_values(len(inputs)), params={"k": k}, seed=seed,
+                threads=merge_threads, names=names,
+            )
+            norms = []
+            for t in names:
+                r = evaluate(result.adapter, val[t], split="validation", model=model)
+                norms.append(relative(r.accuracy, refs[t].own.accuracy, refs[t].zero_shot.accuracy)[0])
+            scores[method][convention] = mean(norms)
+            if progress:
+                progress(f"validation: {method} w={WEIGHT_CONVENTIONS[convention]} -> {scores[method][convention]:.4f}")
+        picked[method] = max(scores[method], key=lambda c: (scores[method][c], c == "sum"))
+    return {
+        "split": "validation",
+        "k": k,
+        "seed": seed,
+        "picked": picked,
+        "scores": scores,
+        "references": {
+            t: {"zero_shot": refs[t].zero_shot.accuracy, "own": refs[t].own.accuracy, "n": refs[t].n} for t in names
+        },
+    }
+
+
+def _with_selected(specs: list[MergeSpec], picked: Mapping[str, str]) -> list[MergeSpec]:
+    """``specs`` with each validation-picked row inserted after its method's last row."""
+    specs = list(specs)
+    keys = {s.key for s in specs}
+    for spec in baseline_specs(picked):
+        present = [i for i, s in enumerate(specs) if s.method == spec.method]
+        if spec.key not in keys and spec.method in SELECTION_METHODS and present:
+            specs.insert(max(present) + 1, spec)
+    return specs
+
+
+def total_units(adapters: Mapping[str, LoraAdapter], subset: Sequence[str]) -> int:
+    """The smallest per-module total rank of a subset (lego clusters iff k is below it)."""
+    paths = sorted({p for t in subset for p in adapters[t].module_paths})
+    return min(sum(adapters[t].ranks().get(p, 0) for t in subset) for p in paths)
+
+
+def run_merge_quality(
+    adapters: Mapping[str, LoraAdapter],
+    tasks: Mapping[str, Task],
+    *,
+    model: BaseModel,
+    plan: QualityPlan | None = None,
+    progress: ProgressFn | None = None,
+) -> QualityReport:
+    """Build the merge-quality table.
+
+    Args:
+        adapters: task name -> that task's adapter (e.g. from ``load_library``).
+        tasks: task name -> ``Task`` (label descriptions and splits); must cover ``adapters``.
+        model: the base model the adapters were trained on.
+        plan: what to run (default ``default_plan()``).
+        progress: called with one line per finished step.
+
+    Returns:
+        A ``QualityReport`` (``to_markdown``, ``to_dict``, ``plot``, ``write``).
+
+    Raises:
+        InvalidParameterError: fewer than two adapters, or a task missing.
+    """
+    plan = plan or default_plan()
+    names = sorted(adapters)
+    if len(names) < 2:
+        raise InvalidParameterError("the merge-quality table needs at least two task adapters")
+    missing = [t for t in names if t not in tasks]
+    if missing:
+        raise InvalidParameterError(f"no task definition for {', '.join(missing)}")
+    started = time.perf_counter()
+    say = progress or (lambda _msg: None)
+    selection = None
+    specs = list(plan.specs)
+    if plan.select_on_validation:
+        selection = select_conventions(
+            adapters, tasks, model=model, k=8 if 8 in plan.ks else plan.ks[0], seed=plan.seeds[0],
+            max_examples=plan.max_examples, merge_threads=plan.merge_threads, progress=say,
+        )
+        specs = _with_selected(specs, selection["picked"])
+    split = plan.split
+    eval_tasks = {t: cap_split(tasks[t], split, plan.max_examples) for t in names}
+    refs = references(adapters, eval_tasks, names, split, model)
+    say(f"references (zero-shot, individual) on {split}: {time.perf_counter() - started:.0f} s")
+    groups = groups_of(names, plan)
+    todo = [
+        (group, subset, spec, k, seed)
+        for group, subsets in groups
+        for spec in specs
+        if not (spec.ablation and group != "all tasks")
+        for k in (plan.ks if spec.uses_k else (None,))
+        for subset in subsets
+        for seed in (
+            plan.seeds if group == "all tasks" and spec.uses_seed(k, total_units(adapters, subset)) else plan.seeds[:1]
+        )
+    ]
+    cells: list[Cell] = []
+    for i, (group, subset, spec, k, seed) in enumerate(todo, 1):
+        inputs = [adapters[t] for t in subset]
+        t0 = time.perf_counter()
+        params = dict(spec.params)
+        if k is not None:
+            params["k"] = k
+        result = merge_adapters(
+            inputs, spec.method, weights=spec.weight_values(len(inputs)), params=params, seed=seed,
+            threads=plan.merge_threads, names=list(subset),
+        )
+        t1 = time.perf_counter()
+        scores = {
+            t: Scored.of(evaluate(result.adapter, eval_tasks[t], split=split, model=model), eval_tasks[t], split)
+            for t in subset
+        }
+        t2 = time.perf_counter()
+        cells.append(Cell(group, subset, spec.key, k, seed, result.report.output_rank, scores, t1 - t0, t2 - t1,
+                          result.report.mixing_share))
+        elapsed = t2 - started
+        say(f"[{i}/{len(todo)}] {group} {'+'.join(subset) if len(subset) < len(names) else 'all'} {spec.key} "
+            f"k={k} seed={seed}: {t1 - t0:.1f}+{t2 - t1:.1f} s (elapsed {elapsed / 60:.1f} min, "
+            f"eta {elapsed / i * (len(todo) - i) / 60:.1f} min)")
+    return QualityReport(
+        plan=dataclasses.replace(plan, specs=tuple(specs)),
+        tasks=names,
+        groups=groups,
+        references=refs,
+        cells=cells,
+        selection=selection,
+        seconds=time.perf_counter() - started,
+        threads=torch.get_num_threads(),
+    )
