@@ -19,7 +19,7 @@ import json
 from typing import Any
 
 from adapterhub.errors import InvalidAdapterError
-from adapterhub.store.hub import StagedWriter, UploadStaging
+from adapterhub.hubformat.staging import StagedWriter, UploadStaging
 
 __all__ = ["CommitBodyParser"]
 

@@ -7,9 +7,8 @@ Two faces over one ``AdapterHub`` facade:
   OpenAPI docs at ``/docs``.
 
 Every expected error is an ``AdapterHubError``; one handler turns it into a JSON body
-``{"error": message, "type": class}`` with the status from ``adapterhub.errors.http_status_for``,
-plus the ``X-Error-Code``/``X-Error-Message`` headers that hub clients read to raise their own
-``RepositoryNotFoundError``, ``RevisionNotFoundError`` and ``EntryNotFoundError``.
+``{"error": message, "type": class}`` with the status and hub headers from the one table in
+``adapterhub.server.errors``. Any other exception is a bug: a fixed 500 body, the traceback in the log.
 """
 
 from __future__ import annotations
@@ -20,32 +19,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from adapterhub.errors import AdapterHubError, AdapterNotFoundError, InvalidParameterError, http_status_for
-from adapterhub.store.hub import DEFAULT_MAX_UPLOAD_BYTES
+from adapterhub.errors import AdapterHubError, InvalidParameterError
+from adapterhub.hubformat import DEFAULT_MAX_UPLOAD_BYTES
+from adapterhub.server import hub_routes, rest
+from adapterhub.server.errors import error_response, internal_error_response
 
 if TYPE_CHECKING:
     from adapterhub.app import AdapterHub
 
 __all__ = ["create_app", "serve"]
-
-
-def _header_safe(text: str) -> str:
-    """One line of latin-1, as HTTP headers must be."""
-    line = " ".join(text.split())
-    return line.encode("latin-1", errors="replace").decode("latin-1")[:1000]
-
-
-def error_response(exc: AdapterHubError) -> JSONResponse:
-    """The one mapping from an adapterhub error to an HTTP response."""
-    message = str(exc)
-    headers = {"X-Error-Message": _header_safe(getattr(exc, "hub_error_message", None) or message)}
-    code = getattr(exc, "hub_error_code", None) or ("RepoNotFound" if isinstance(exc, AdapterNotFoundError) else None)
-    if code:
-        headers["X-Error-Code"] = code
-    revision = getattr(exc, "revision", None)
-    if code == "EntryNotFound" and revision:
-        headers["X-Repo-Commit"] = revision
-    return JSONResponse({"error": message, "type": type(exc).__name__}, status_code=http_status_for(exc), headers=headers)
 
 
 def create_app(
@@ -65,8 +47,6 @@ def create_app(
         >>> import uvicorn                                     # doctest: +SKIP
         >>> uvicorn.run(create_app(AdapterHub()), port=8000)   # doctest: +SKIP
     """
-    from adapterhub.server import hub_routes, rest
-
     app = FastAPI(
         title="adapterhub",
         summary="A catalog of LoRA adapters, served as a Hugging Face-compatible hub and a REST API.",
@@ -90,7 +70,7 @@ def create_app(
     @app.exception_handler(Exception)
     async def _handle_bug(request: Request, exc: Exception) -> JSONResponse:
         # Not an expected error: the traceback goes to the server log, the client gets JSON.
-        return JSONResponse({"error": "internal server error; see the server log", "type": "InternalError"}, 500)
+        return internal_error_response()
 
     app.include_router(rest.router)
     app.include_router(hub_routes.router)

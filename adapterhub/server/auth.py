@@ -8,17 +8,22 @@ These functions block (they query the catalog): call them from sync routes or a 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
 from adapterhub.errors import AuthError
 
+if TYPE_CHECKING:
+    from adapterhub.app import AdapterHub
+
 __all__ = ["bearer", "hub_of", "require_read", "require_write"]
 
 
-def hub_of(request: Request) -> Any:
-    return request.app.state.hub
+def hub_of(request: Request) -> AdapterHub:
+    """The facade this server answers from (set by ``create_app``)."""
+    hub: AdapterHub = request.app.state.hub
+    return hub
 
 
 def bearer(request: Request) -> str | None:

@@ -30,19 +30,23 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 
-from adapterhub.errors import InvalidAdapterError, InvalidParameterError
-from adapterhub.modelcard import validate_card
-from adapterhub.server.auth import hub_of, require_read, require_write
-from adapterhub.server.ndjson import CommitBodyParser
-from adapterhub.store.blobs import BlobNotFoundError
-from adapterhub.store.hub import (
+from adapterhub.errors import (
+    BlobNotFoundError,
     EntryNotFoundError,
-    HubFile,
     HubRevisionNotFoundError,
+    InvalidAdapterError,
+    InvalidParameterError,
     UploadTooLargeError,
+)
+from adapterhub.hubformat import (
+    CommitBodyParser,
+    HubFile,
+    UploadStaging,
     check_allowed_file,
     check_repo_path,
+    validate_card,
 )
+from adapterhub.server.auth import hub_of, require_read, require_write
 
 __all__ = ["router"]
 
@@ -274,12 +278,7 @@ async def preupload(namespace: str, name: str, revision: str, request: Request) 
         check_allowed_file(path, sample[:16])
         size = f.get("size")
         sizes.append(size if isinstance(size, int) and size >= 0 else 0)
-    limit = request.app.state.max_upload_bytes
-    if sum(sizes) > limit:
-        raise UploadTooLargeError(
-            f"these files hold {sum(sizes)} bytes, more than the server's limit of {limit} bytes per commit; "
-            "upload fewer or smaller files (or raise the limit with `adapterhub serve --max-upload-mb`)"
-        )
+    UploadStaging.check_sizes(sizes, max_bytes=request.app.state.max_upload_bytes)
     return {
         "files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files],
         "commitOid": None,

@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 
 from adapterhub.app import AdapterHub
-from adapterhub.errors import InvalidAdapterError
-from adapterhub.store.hub import (
+from adapterhub.errors import (
     CommitConflictError,
     ForbiddenFileError,
+    InvalidAdapterError,
     InvalidRepoPathError,
     RepoNotFoundError,
     UploadTooLargeError,
-    check_repo_path,
 )
+from adapterhub.hubformat import check_repo_path
 from tests.helpers import write_random_adapter
 
 

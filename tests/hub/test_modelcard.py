@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from adapterhub.errors import InvalidAdapterError
-from adapterhub.modelcard import parse_card, render_card, split_front_matter, validate_card
+from adapterhub.hubformat import parse_card, render_card, split_front_matter, validate_card
 from adapterhub.store import AdapterRecord, LineageRecord, MetricRecord
 
 DIGEST = "ab" * 32

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from adapterhub.app import AdapterHub
 from adapterhub.errors import AdapterExistsError, AuthError, HubError
-from adapterhub.modelcard import parse_card
+from adapterhub.hubformat import parse_card
 from adapterhub.store import LineageRecord
-from adapterhub.store.hub import HubClient
+from adapterhub.store.hub_client import HubClient
 from tests.helpers import random_adapter, write_random_adapter
 
 NAMES = ["acme/p1", "acme/p2", "acme/child"]
