@@ -121,3 +121,49 @@ class CommitConflictError(InvalidParameterError):
 
 class InvalidTokenError(AuthError):
     """A token was sent but is unknown or revoked."""
+
+
+# -- store errors: the catalog's revisions, the blob store, the catalog's schema ------------------
+
+from pathlib import Path  # noqa: E402  (appended with the store errors; belongs with the imports above)
+
+
+class RevisionNotFoundError(AdapterHubError, LookupError):
+    """An adapter has no revision with this id (or the prefix is ambiguous)."""
+
+    def __init__(self, name: str, revision: str, detail: str = "") -> None:
+        self.name = name
+        self.revision = revision
+        super().__init__(
+            f"adapter '{name}' has no revision '{revision}'{detail}; "
+            "use 'main' for the newest or list the revisions of the adapter"
+        )
+
+
+class DigestMismatchError(InvalidAdapterError):
+    """Bytes being stored do not hash to the digest the caller expected (truncated or altered input)."""
+
+    def __init__(self, *, expected: str, actual: str, source: str | None = None) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"content hashes to sha256 {actual} but {expected} was expected; "
+            "the file was truncated or changed in transit — fetch or export it again",
+            path=source,
+        )
+
+
+class BlobNotFoundError(BlobCorruptError, FileNotFoundError):
+    """A blob the caller asked for is not in the store (the catalog points at a missing blob)."""
+
+    def __init__(self, digest: str, path: Path) -> None:
+        self.digest = digest
+        self.path = path
+        super().__init__(
+            f"blob sha256:{digest} is missing from the blob store ({path}); "
+            "re-import the adapter or restore the blob folder from a backup"
+        )
+
+
+class CatalogSchemaError(AdapterHubError):
+    """The database's schema cannot be used by this version of adapterhub."""

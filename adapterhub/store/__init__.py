@@ -1,21 +1,23 @@
-"""Storage: the SQL catalog (``Catalog``) and the content-addressed blob store (``BlobStore``)."""
+"""Storage: the SQL catalog (``Catalog``) and the content-addressed blob store (``BlobStore``).
 
-from adapterhub.store.blobs import BlobNotFoundError, BlobStore, DigestMismatchError, GcResult, validate_digest
-from adapterhub.store.catalog import Catalog, RevisionNotFoundError, make_revision_id
-from adapterhub.store.database import CatalogSchemaError
-from adapterhub.store.records import AdapterRecord, LineageRecord, MetricRecord, RevisionRecord
+Importing this package does not import SQLAlchemy: opening an up-to-date SQLite catalog and reading
+it use the standard library's ``sqlite3`` (see ``connections.py``); writes load the ORM on first use.
+"""
+
+from adapterhub.errors import RevisionNotFoundError  # noqa: F401  TEMP shim for app/ (lead removes)
+from adapterhub.store.blobs import BlobStore, GcResult, validate_digest
+from adapterhub.store.catalog import Catalog
+from adapterhub.store.records import AdapterRecord, LineageRecord, MetricRecord, RevisionFileRecord, RevisionRecord
+from adapterhub.store.revision_ids import make_revision_id
 
 __all__ = [
     "AdapterRecord",
-    "BlobNotFoundError",
     "BlobStore",
     "Catalog",
-    "CatalogSchemaError",
-    "DigestMismatchError",
     "GcResult",
     "LineageRecord",
     "MetricRecord",
-    "RevisionNotFoundError",
+    "RevisionFileRecord",
     "RevisionRecord",
     "make_revision_id",
     "validate_digest",

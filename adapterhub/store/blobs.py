@@ -25,46 +25,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from adapterhub.errors import BlobCorruptError, InvalidAdapterError, InvalidParameterError
+from adapterhub.errors import BlobNotFoundError, DigestMismatchError, InvalidParameterError
+from adapterhub.files import CHUNK, TMP_PREFIX, fsync_dir, sha256_file
 
-__all__ = [
-    "TMP_PREFIX",
-    "BlobNotFoundError",
-    "BlobStore",
-    "BlobWriter",
-    "DigestMismatchError",
-    "GcResult",
-    "validate_digest",
-]
+__all__ = ["BlobStore", "BlobWriter", "GcResult", "validate_digest"]
 
-TMP_PREFIX = ".tmp-"
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
-_CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough to never matter for memory
-
-
-class DigestMismatchError(InvalidAdapterError):
-    """Bytes being stored do not hash to the digest the caller expected (truncated or altered input)."""
-
-    def __init__(self, *, expected: str, actual: str, source: str | None = None) -> None:
-        self.expected = expected
-        self.actual = actual
-        super().__init__(
-            f"content hashes to sha256 {actual} but {expected} was expected; "
-            "the file was truncated or changed in transit — fetch or export it again",
-            path=source,
-        )
-
-
-class BlobNotFoundError(BlobCorruptError, FileNotFoundError):
-    """A blob the caller asked for is not in the store (the catalog points at a missing blob)."""
-
-    def __init__(self, digest: str, path: Path) -> None:
-        self.digest = digest
-        self.path = path
-        super().__init__(
-            f"blob sha256:{digest} is missing from the blob store ({path}); "
-            "re-import the adapter or restore the blob folder from a backup"
-        )
 
 
 def validate_digest(digest: str) -> str:
@@ -82,27 +48,6 @@ def validate_digest(digest: str) -> str:
             f"invalid blob digest {digest!r}: expected 64 lowercase hex characters (a sha256)"
         )
     return digest
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable. Directories cannot be opened for fsync on Windows."""
-    if os.name == "nt":  # pragma: no cover - not exercised on Linux CI
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _hash_file(path: Path) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
 
 
 @dataclass
@@ -189,7 +134,7 @@ class BlobWriter:
             final.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(self._tmp, 0o644)
             os.replace(self._tmp, final)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         self._digest = digest
 
     def _discard(self) -> None:
@@ -275,13 +220,13 @@ class BlobStore:
             final = self.path(expected_digest)
             src_size = src.stat().st_size
             if final.is_file() and final.stat().st_size == src_size:
-                digest, size = _hash_file(src)
+                digest, size = sha256_file(src)
                 if digest != expected_digest:
                     raise DigestMismatchError(expected=expected_digest, actual=digest, source=str(src))
                 os.utime(final)
                 return digest, size
         with open(src, "rb") as f, self.writer(expected_digest, source=str(src)) as w:
-            while chunk := f.read(_CHUNK):
+            while chunk := f.read(CHUNK):
                 w.write(chunk)
         return w.digest, w.size
 
@@ -292,12 +237,6 @@ class BlobStore:
         return w.digest, w.size
 
     # -- reading ----------------------------------------------------------------------------------
-
-    def _existing(self, digest: str) -> Path:
-        path = self.path(digest)
-        if not path.is_file():
-            raise BlobNotFoundError(digest, path)
-        return path
 
     def open(self, digest: str) -> BinaryIO:
         """A binary read stream of the blob (the caller closes it).
@@ -327,7 +266,7 @@ class BlobStore:
         """Rehash the blob: True if stored and intact, False if missing or corrupt."""
         path = self.path(digest)
         try:
-            actual, _ = _hash_file(path)
+            actual, _ = sha256_file(path)
         except FileNotFoundError:
             return False
         return actual == digest

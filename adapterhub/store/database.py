@@ -10,6 +10,8 @@ Concurrency, and why it is done this way:
   transactional), which is what serialises several processes opening a new file at once.
 - PostgreSQL: migrations run in one transaction holding a transaction-scoped advisory lock, so
   concurrent first opens queue, and the later ones find the schema current.
+- Opening an up-to-date SQLite file does not come here at all: ``Catalog`` compares the file's
+  ``alembic_version`` with ``connections.SCHEMA_HEAD`` using the standard library's ``sqlite3``.
 - Migrations come from ``migrations/`` next to this file (shipped as package data), with an Alembic
   ``Config`` built in code: no ``alembic.ini`` is needed at run time. ``create_all`` is never used
   for the real schema, so every database has a migration history from its first table.
@@ -20,23 +22,21 @@ from __future__ import annotations
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import StaticPool
 
+from adapterhub.errors import CatalogSchemaError
+from adapterhub.store.connections import SCHEMA_HEAD, SQLITE_BUSY_SECONDS
+
 if TYPE_CHECKING:
     from alembic.config import Config
-
-from adapterhub.errors import AdapterHubError
 
 __all__ = [
     "MIGRATIONS_DIR",
     "WRITE_OPTION",
-    "CatalogSchemaError",
     "alembic_config",
     "make_engine",
     "schema_metadata",
@@ -44,18 +44,10 @@ __all__ = [
 ]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-# The newest migration's revision id. Opening an up-to-date catalog compares against this constant
-# and never imports Alembic (a fifth of a CLI command's start-up); a test checks it equals the head
-# of migrations/versions/.
-SCHEMA_HEAD = "0002"
 # Execution option on a connection: its transaction will write (SQLite: BEGIN IMMEDIATE).
 WRITE_OPTION = "adapterhub_write"
 _PG_MIGRATION_LOCK = int.from_bytes(b"adptrhub", "big")  # any fixed 63-bit key, unique to us
-_SQLITE_BUSY_MS = 30_000
-
-
-class CatalogSchemaError(AdapterHubError):
-    """The database's schema cannot be used by this version of adapterhub."""
+_SQLITE_BUSY_MS = int(SQLITE_BUSY_SECONDS * 1000)
 
 
 def schema_metadata() -> MetaData:

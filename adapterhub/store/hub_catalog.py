@@ -2,8 +2,10 @@
 
 Plain functions over a ``Catalog`` rather than methods on it, so the catalog stays about adapters
 and the hub tables stay in one place. Each function is one transaction (``Catalog.session``, so
-SQLite writes take the write lock up front exactly as catalog writes do) and returns frozen
-records, never ORM objects.
+SQLite writes take the write lock up front exactly as catalog writes do; inside
+``Catalog.transaction()`` they join that transaction) and returns frozen records, never ORM
+objects. Attaching files to a revision is a write of the catalog transaction
+(``CatalogWriter.add_revision_files``), so a revision and its files can commit together.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 
 from adapterhub.errors import AuthError, InvalidParameterError
-from adapterhub.store.catalog import Catalog, RevisionNotFoundError
-from adapterhub.store.orm import Adapter, AdapterRevision
+from adapterhub.store.catalog import Catalog
 from adapterhub.store.orm_hub import HubRepo, RevisionFile, Token
+from adapterhub.store.records import RevisionFileRecord
+from adapterhub.store.writer import revision_pk
 
 __all__ = [
     "HubRepoRecord",
-    "RevisionFileRecord",
     "TokenRecord",
     "add_revision_files",
     "add_token",
@@ -47,15 +49,6 @@ class HubRepoRecord:
     name: str
     private: bool
     created: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class RevisionFileRecord:
-    """One extra file of a revision: its path in the repo and the blob that holds its bytes."""
-
-    path: str
-    digest: str
-    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,30 +106,19 @@ def private_repo_names(catalog: Catalog) -> set[str]:
 # -- revision files ------------------------------------------------------------------------------
 
 
-def _revision_id(session: Any, name: str, revision: str) -> int:
-    rev_id = session.scalar(
-        select(AdapterRevision.id)
-        .join(Adapter, AdapterRevision.adapter_id == Adapter.id)
-        .where(Adapter.name == name, AdapterRevision.revision == revision)
-    )
-    if rev_id is None:
-        raise RevisionNotFoundError(name, revision)
-    return rev_id
-
-
 def add_revision_files(catalog: Catalog, name: str, revision: str, files: Sequence[RevisionFileRecord]) -> None:
-    """Attach extra files to a revision (their blobs must already be stored)."""
-    if not files:
-        return
-    with catalog.session(write=True) as session:
-        rev_id = _revision_id(session, name, revision)
-        session.add_all(RevisionFile(revision_id=rev_id, path=f.path, digest=f.digest, size=f.size) for f in files)
+    """Attach extra files to a revision (their blobs must already be stored); one transaction.
+
+    Inside a larger operation use ``CatalogWriter.add_revision_files`` in its transaction.
+    """
+    with catalog.transaction() as tx:
+        tx.add_revision_files(name, revision, files)
 
 
 def revision_files(catalog: Catalog, name: str, revision: str) -> list[RevisionFileRecord]:
     """The extra files of one revision (full 40-hex id), by path."""
     with catalog.session() as session:
-        rev_id = _revision_id(session, name, revision)
+        rev_id = revision_pk(session, name, revision)
         rows = session.scalars(
             select(RevisionFile).where(RevisionFile.revision_id == rev_id).order_by(RevisionFile.path)
         ).all()

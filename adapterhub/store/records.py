@@ -7,6 +7,7 @@ serialises with ``to_dict()`` (JSON-ready, ISO-8601 UTC timestamps) for ``--json
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,7 +15,25 @@ from typing import Any
 
 from adapterhub.errors import InvalidParameterError
 
-__all__ = ["AdapterRecord", "LineageRecord", "MetricRecord", "RevisionRecord", "normalise_tags"]
+__all__ = [
+    "KEEP",
+    "AdapterRecord",
+    "Keep",
+    "LineageRecord",
+    "MetricRecord",
+    "RevisionFileRecord",
+    "RevisionRecord",
+    "normalise_tags",
+]
+
+
+class Keep(enum.Enum):
+    """An argument meaning "leave the stored value as it is", for fields where None is a value."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
 
 
 def normalise_tags(tags: Iterable[str]) -> tuple[str, ...]:
@@ -211,3 +230,13 @@ class RevisionRecord:
             "source_revision": self.source_revision,
             "created": _iso(self.created),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionFileRecord:
+    """One extra file of a revision (README.md, tokenizer files, …): its path in the repo and the
+    blob that holds its bytes."""
+
+    path: str
+    digest: str
+    size: int

@@ -10,10 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from adapterhub.errors import BlobCorruptError, InvalidAdapterError, InvalidParameterError
-from adapterhub.store import BlobNotFoundError, BlobStore, DigestMismatchError
+from adapterhub.errors import (
+    BlobCorruptError,
+    BlobNotFoundError,
+    DigestMismatchError,
+    InvalidAdapterError,
+    InvalidParameterError,
+)
+from adapterhub.files import TMP_PREFIX
+from adapterhub.store import BlobStore
 from adapterhub.store import blobs as blobs_module
-from adapterhub.store.blobs import TMP_PREFIX, BlobWriter
+from adapterhub.store.blobs import BlobWriter
 
 
 def sha(data: bytes) -> str:

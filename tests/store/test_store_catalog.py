@@ -11,8 +11,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select
 
-from adapterhub.errors import AdapterExistsError, AdapterNotFoundError, InvalidNameError, InvalidParameterError
-from adapterhub.store import AdapterRecord, Catalog, LineageRecord, RevisionNotFoundError, make_revision_id
+from adapterhub.errors import (
+    AdapterExistsError,
+    AdapterNotFoundError,
+    InvalidNameError,
+    InvalidParameterError,
+    RevisionNotFoundError,
+)
+from adapterhub.store import AdapterRecord, Catalog, LineageRecord, make_revision_id
 from adapterhub.store.orm import Adapter, AdapterRevision, AdapterTag, Lineage, Metric
 
 

@@ -11,7 +11,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 
-from adapterhub.store import Catalog, CatalogSchemaError
+from adapterhub.errors import CatalogSchemaError
+from adapterhub.store import Catalog
 from adapterhub.store.database import MIGRATIONS_DIR, alembic_config, make_engine, schema_metadata, upgrade_database
 
 METADATA = schema_metadata()
@@ -89,8 +90,9 @@ def test_migrations_are_package_files() -> None:
 
 def test_schema_head_constant_is_the_newest_migration():
     """Opening a catalog skips Alembic when the database is at SCHEMA_HEAD, so it must be the head."""
-    from adapterhub.store.database import SCHEMA_HEAD, _script_revisions
+    from adapterhub.store.connections import SCHEMA_HEAD
+    from adapterhub.store.database import _script_revisions
 
     head, known = _script_revisions()
-    assert SCHEMA_HEAD == head, f"set SCHEMA_HEAD = {head!r} in adapterhub/store/database.py"
+    assert SCHEMA_HEAD == head, f"set SCHEMA_HEAD = {head!r} in adapterhub/store/connections.py"
     assert SCHEMA_HEAD in known
