@@ -227,8 +227,9 @@ def _parse_lineage(rows: Any) -> tuple[LineageRecord, ...]:
 
 def _parse_meta(meta: dict[str, Any]) -> CardInfo:
     section = meta.get("adapterhub")
-    hf_tags = meta.get("tags") if isinstance(meta.get("tags"), list) else []
-    hf_tags = tuple(t for t in hf_tags if isinstance(t, str) and t not in _AUTO_TAGS)
+    raw_tags = meta.get("tags")
+    raw_tags = raw_tags if isinstance(raw_tags, list) else []
+    hf_tags = tuple(t for t in raw_tags if isinstance(t, str) and t not in _AUTO_TAGS)
     base = meta.get("base_model") if isinstance(meta.get("base_model"), str) else None
     if section is None:
         return CardInfo(tags=hf_tags, base_model=base)

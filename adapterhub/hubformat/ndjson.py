@@ -18,7 +18,7 @@ import binascii
 import json
 from typing import Any
 
-from adapterhub.errors import InvalidAdapterError
+from adapterhub.errors import InvalidAdapterError, InvalidRepoPathError
 from adapterhub.hubformat.staging import StagedWriter, UploadStaging
 
 __all__ = ["CommitBodyParser"]
@@ -174,8 +174,10 @@ class CommitBodyParser:
             return
         try:
             obj = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except json.JSONDecodeError as e:
             raise InvalidAdapterError(f"commit line {self._line_no} is not valid JSON ({e.msg})") from None
+        except UnicodeDecodeError:
+            raise InvalidAdapterError(f"commit line {self._line_no} is not valid JSON (not UTF-8 text)") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("value"), dict):
             raise InvalidAdapterError(f"commit line {self._line_no} must be an object with 'key' and 'value'")
         self._apply(obj["key"], obj["value"], sink)
@@ -190,8 +192,17 @@ class CommitBodyParser:
             return
         if self.header is None:
             raise InvalidAdapterError("the commit body must start with a header line")
+        if key == "lfsFile":
+            raise InvalidAdapterError(
+                "this hub takes files inline only (preupload answers uploadMode 'regular'); LFS uploads "
+                "are not supported — use huggingface_hub's upload_folder/upload_file, which follow that answer"
+            )
+        if key not in ("file", "deletedFile", "deletedFolder"):
+            raise InvalidAdapterError(f"unknown commit operation {key!r}; expected file, deletedFile or deletedFolder")
         self.operations += 1
         path = value.get("path")
+        if not isinstance(path, str):
+            raise InvalidRepoPathError(f"commit line {self._line_no}: a '{key}' operation needs a 'path' string")
         if key == "file":
             if value.get("encoding", "base64") != "base64":
                 raise InvalidAdapterError(f"file '{path}': only base64 content encoding is supported")
@@ -202,17 +213,8 @@ class CommitBodyParser:
                 sink = _Base64Sink(self.staging.writer())
                 sink.write(content.encode("ascii", errors="replace"))
             self.staging.add(path, sink.finish())
-        elif key == "deletedFile":
-            self.staging.delete(path)
-        elif key == "deletedFolder":
-            self.staging.delete(path, folder=True)
-        elif key == "lfsFile":
-            raise InvalidAdapterError(
-                "this hub takes files inline only (preupload answers uploadMode 'regular'); LFS uploads "
-                "are not supported — use huggingface_hub's upload_folder/upload_file, which follow that answer"
-            )
         else:
-            raise InvalidAdapterError(f"unknown commit operation {key!r}; expected file, deletedFile or deletedFolder")
+            self.staging.delete(path, folder=key == "deletedFolder")
 
     def close(self) -> None:
         """The body ended: a last line without a newline is accepted only if it is complete."""

@@ -80,7 +80,8 @@ class HubFile:
         """The file as the hub's tree API lists it."""
         entry: dict[str, Any] = {"type": "file", "oid": self.git_oid(), "size": self.size, "path": self.path}
         if self.lfs:
-            entry["lfs"] = {"oid": self.sha256, "size": self.size, "pointerSize": len(_lfs_pointer(self.sha256, self.size))}
+            pointer_size = len(_lfs_pointer(self.sha256, self.size))
+            entry["lfs"] = {"oid": self.sha256, "size": self.size, "pointerSize": pointer_size}
         return entry
 
     def sibling(self) -> dict[str, Any]:

@@ -95,7 +95,8 @@ class HubClient:
         entry_missing = getattr(hf, "RemoteEntryNotFoundError", hf.EntryNotFoundError)
 
         where = f"'{repo_id}'" + (f" at revision '{revision}'" if revision else "") + f" on {self.endpoint}"
-        detail = f" (server said: {e.server_message})" if getattr(e, "server_message", None) else ""
+        server_message = getattr(e, "server_message", None)
+        detail = f" (server said: {server_message})" if server_message else ""
         if isinstance(e, hf.GatedRepoError):
             return AuthError(
                 f"{where} is gated: accept its conditions on the repo's page, then set HF_TOKEN to a token of "

@@ -101,6 +101,10 @@ CASES: dict[str, tuple[Callable[[dict[str, bytes]], bytes], int, str]] = {
     "delete-weights": (lambda f: body({"key": "deletedFile", "value": {"path": "adapter_model.safetensors"}}),
                        422, "would not hold"),
     "too-large": (lambda f: body(*valid_ops(f), file_op("big.txt", b"x" * (MAX_UPLOAD + 1))), 422, "limit"),
+    "not-utf8": (lambda f: body(*valid_ops(f)) + b'{"key": "\xff"}\n', 422, "not valid JSON"),
+    "file-without-path": (lambda f: body(*valid_ops(f), {"key": "file", "value": {"content": b64(b"x")}}), 400, "path"),
+    "delete-folder-without-path": (lambda f: body({"key": "deletedFolder", "value": {}}), 400, "path"),
+    "delete-with-a-number-path": (lambda f: body({"key": "deletedFile", "value": {"path": 7}}), 400, "path"),
 }
 
 
