@@ -1,11 +1,11 @@
 """adapterhub.merge vs PEFT's ``add_weighted_adapter`` on the same Llama-7B-shaped inputs.
 
 Run (each invocation stays under 8 minutes on 2 busy cores; PEFT's dense SVDs dominate):
-    /work/venv/bin/python bench/merge_bench.py --n 2 --methods svd,cat,linear,lego --modules q_proj,down_proj
-    /work/venv/bin/python bench/merge_bench.py --n 8 --methods svd,cat,linear,lego --modules q_proj,down_proj \
+    .venv/bin/python bench/merge_bench.py --n 2 --methods svd,cat,linear,lego --modules q_proj,down_proj
+    .venv/bin/python bench/merge_bench.py --n 8 --methods svd,cat,linear,lego --modules q_proj,down_proj \
         --full-dir /tmp/llama-loras
-    /work/venv/bin/python bench/merge_bench.py --n 2 --methods ties,magnitude,dare_linear,dare_ties --modules q_proj
-    /work/venv/bin/python bench/merge_bench.py --n 8 --methods ties,magnitude,dare_linear,dare_ties --modules q_proj
+    .venv/bin/python bench/merge_bench.py --n 2 --methods ties,magnitude,dare_linear,dare_ties --modules q_proj
+    .venv/bin/python bench/merge_bench.py --n 8 --methods ties,magnitude,dare_linear,dare_ties --modules q_proj
 
 One process builds a one-layer model of Llama-shaped linear layers (only the ``--modules`` asked
 for: PEFT's ``svd`` family does a full dense SVD per module, about 30 s for 4096x4096 and 60 s for

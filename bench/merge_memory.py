@@ -1,8 +1,8 @@
 """Peak memory of a streaming merge: 8 Llama-7B-shaped r=16 adapters read lazily from disk.
 
 Run:
-    /work/venv/bin/python bench/merge_memory.py                      # lego, then svd
-    /work/venv/bin/python bench/merge_memory.py --methods lego --n 8 --keep-dir /tmp/llama-loras
+    .venv/bin/python bench/merge_memory.py                      # lego, then svd
+    .venv/bin/python bench/merge_memory.py --methods lego --n 8 --keep-dir /tmp/llama-loras
 
 The parent writes the adapters as real PEFT folders (safetensors) in a temp dir, then runs each
 merge in a fresh child process that opens them with ``LoraAdapter.load(validate=False)`` (lazy

@@ -1,4 +1,4 @@
-"""The merge-quality table over the shipped task library (thin wrapper of adapterhub.eval.merge_quality).
+"""The merge-quality table over the shipped task library: `adapterhub quality` with the study options.
 
 Writes docs/merge_quality.md, .json and .png: merges of 2, 4 and all task adapters with every
 method (linear, svd, ties, dare_ties, magnitude; LoRA-LEGO with and without each reweighting,
@@ -6,12 +6,14 @@ k-means and k-medoids) at k = 4, 8, 16, scored on each task's test split beside 
 baseline and the individual adapters; three seeds for the all-task merge; weight conventions of
 ties/dare_ties/magnitude picked on the validation split first.
 
+It calls ``adapterhub.app.quality.merge_quality`` (what `adapterhub quality` runs) and adds the
+options a study needs: another file stem, the validation split, and a timestamped log.
+
 Run in the background with a time limit and a deliberate thread count (other processes share the
-two cores; evaluation uses --threads, merges one thread):
-    timeout 1h /work/venv/bin/python bench/merge_quality.py --threads 2 > /tmp/merge_quality.log 2>&1 &
-    /work/venv/bin/python bench/merge_quality.py --quick --out /tmp/mq      # about 2 minutes
-    /work/venv/bin/python bench/merge_quality.py --split validation --stem lego_validation   # tuning study
-Same as `adapterhub quality [--quick] [--out docs/]`.
+cores; evaluation uses --threads, merges one thread):
+    timeout 1h .venv/bin/python bench/merge_quality.py --threads 2 > /tmp/merge_quality.log 2>&1 &
+    .venv/bin/python bench/merge_quality.py --quick --out /tmp/mq      # about 2 minutes
+    .venv/bin/python bench/merge_quality.py --split validation --stem lego_validation   # tuning study
 """
 
 from __future__ import annotations
@@ -37,39 +39,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", choices=("test", "validation"), help="reported split")
     args = parser.parse_args(argv)
 
-    import torch
-
-    torch.set_num_threads(args.threads)
-    from adapterhub.eval.library import load_library
-    from adapterhub.eval.merge_quality import default_plan, quick_plan, run_merge_quality
-    from adapterhub.eval.tasks import load_task
-    from adapterhub.models.base import cached_base_model
+    from adapterhub.app.quality import merge_quality
 
     started = time.perf_counter()
-    library = load_library(args.library)
-    adapters = {task: adapter for task, (adapter, _meta) in library.items()}
-    tasks = {task: load_task(task) for task in adapters}
-    plan = quick_plan() if args.quick else default_plan()
-    import dataclasses
-
-    changes = {"split": args.split}
-    if args.seeds:
-        changes["seeds"] = tuple(args.seeds)
-    if args.ks:
-        changes["ks"] = tuple(args.ks)
-    if args.max_examples is not None:
-        changes["max_examples"] = args.max_examples
-    plan = dataclasses.replace(plan, **changes)
 
     def say(message: str) -> None:
         print(f"[{(time.perf_counter() - started) / 60:5.1f} min] {message}", flush=True)
 
-    say(f"{len(adapters)} task adapters: {', '.join(sorted(adapters))}; {args.threads} torch thread(s)")
-    report = run_merge_quality(adapters, tasks, model=cached_base_model(), plan=plan, progress=say)
-    title = "Merge quality" if args.split == "test" else "Merge quality on the validation split (tuning study)"
-    paths = report.write(args.out, args.stem, title=title)
-    print(report.to_markdown(title=title))
-    for kind, path in paths.items():
+    say(f"{args.threads} torch thread(s) for evaluation")
+    data = merge_quality(
+        quick=args.quick, out=args.out, library=args.library, seeds=args.seeds, ks=args.ks,
+        max_examples=args.max_examples, split=args.split, threads=args.threads, progress=say, stem=args.stem,
+    )
+    print(Path(data["files"]["markdown"]).read_text(encoding="utf-8"))
+    for kind, path in data["files"].items():
         say(f"wrote {kind}: {path}")
     return 0
 

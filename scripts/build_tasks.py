@@ -15,8 +15,8 @@ different labels in one task are dropped (they cannot be classified) and duplica
 
 Run:
     apt-get install -y wordnet-base
-    /work/venv/bin/python scripts/build_tasks.py            # writes adapterhub/data/tasks/
-    /work/venv/bin/python scripts/build_tasks.py --check    # rebuild in memory, compare to shipped
+    .venv/bin/python scripts/build_tasks.py            # writes adapterhub/data/tasks/
+    .venv/bin/python scripts/build_tasks.py --check    # rebuild in memory, compare to shipped
 
 The tests and the demo only read the shipped files; they never need ``wordnet-base``.
 """

@@ -15,8 +15,8 @@ A task's adapter is kept (written to ``examples/<task>/`` as a PEFT folder plus
 (10 points). ``examples/library.json`` and ``examples/README.md`` summarise every task, kept or not.
 
 Run (about 2-4 minutes per task on one core):
-    timeout 3h /work/venv/bin/python scripts/train_library.py --threads 1
-    /work/venv/bin/python scripts/train_library.py --tasks wn_pos chat_topic   # a subset
+    timeout 3h .venv/bin/python scripts/train_library.py --threads 1
+    .venv/bin/python scripts/train_library.py --tasks wn_pos chat_topic   # a subset
 """
 
 from __future__ import annotations

@@ -1,0 +1,84 @@
+"""``merge_quality``: the merge-quality table over the shipped task library, as data and files.
+
+The engine is ``adapterhub.eval.quality``; this is the workflow around it that ``adapterhub
+quality`` and ``bench/merge_quality.py`` share: find the library, build the plan from the options,
+run under a thread count, write Markdown, JSON and a PNG. It reads no catalog, so it is a plain
+function rather than an ``AdapterHub`` method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from adapterhub.errors import InvalidParameterError
+from adapterhub.tasks import load_task
+from adapterhub.threads import torch_threads
+
+ProgressFn = Callable[[str], None]
+
+REPORTED_SPLITS = ("test", "validation")
+
+
+def title_for(split: str) -> str:
+    """The report's heading: the test table, or a tuning study on the validation split."""
+    return "Merge quality" if split == "test" else f"Merge quality on the {split} split (tuning study)"
+
+
+def merge_quality(
+    *,
+    quick: bool = False,
+    out: str | Path | None = None,
+    library: str | Path | None = None,
+    seeds: Sequence[int] | None = None,
+    ks: Sequence[int] | None = None,
+    max_examples: int | None = None,
+    split: str = "test",
+    threads: int | None = None,
+    progress: ProgressFn | None = None,
+    stem: str = "merge_quality",
+) -> dict[str, Any]:
+    """The merge-quality table over the shipped task library (``adapterhub.eval.quality``).
+
+    Args:
+        quick: a few-minute version (all-task merge, k = 8, one seed, core methods).
+        out: folder for ``<stem>.md``/``.json``/``.png`` (nothing written if ``None``).
+        library: folder of task adapters (default: the repository's ``examples/``).
+        seeds, ks, max_examples: override the plan's seeds, ranks and examples per task.
+        split: the reported split (``"test"``; ``"validation"`` for tuning studies).
+        threads: torch threads while evaluating (merges use one).
+        progress: called with one line per finished step.
+        stem: file name stem of the written files.
+
+    Returns:
+        The report as a dict (``rows``, ``references``, ``lego_vs_best_baseline``, ...) plus
+        ``"files"`` (the paths written, empty without ``out``).
+
+    Raises:
+        LibraryNotFoundError, InvalidParameterError, TaskNotFoundError.
+    """
+    if split not in REPORTED_SPLITS:
+        raise InvalidParameterError(f"report the 'test' or 'validation' split, not {split!r}")
+    # torch-backed engines are imported on use, so importing the facade stays cheap
+    from adapterhub.eval.library import load_library
+    from adapterhub.eval.quality import default_plan, quick_plan, run_merge_quality
+    from adapterhub.models.base import cached_base_model
+
+    adapters = {task: adapter for task, (adapter, _meta) in load_library(library).items()}
+    tasks = {task: load_task(task) for task in adapters}
+    changes: dict[str, Any] = {"split": split}
+    if seeds:
+        changes["seeds"] = tuple(seeds)
+    if ks:
+        changes["ks"] = tuple(ks)
+    if max_examples is not None:
+        changes["max_examples"] = max_examples
+    plan = dataclasses.replace(quick_plan() if quick else default_plan(), **changes)
+    with torch_threads(threads):
+        report = run_merge_quality(adapters, tasks, model=cached_base_model(), plan=plan, progress=progress)
+    data = report.to_dict()
+    written = report.write(out, stem, title=title_for(split)) if out is not None else {}
+    data["files"] = {kind: str(path) for kind, path in written.items()}
+    return data
