@@ -2,21 +2,24 @@
 
 Run:
     python bench/catalog_bench.py                      # 10,000 and 100,000 rows, SQLite in a temp dir
-    python bench/catalog_bench.py --sizes 10000 --repeat 5
+    python bench/catalog_bench.py --sizes 0 10000 --repeat 5
     python bench/catalog_bench.py --url postgresql+psycopg://pgtest@127.0.0.1:55432/bench  # an EMPTY db
 
-Each size gets a fresh catalog filled with ``Catalog.bulk_add`` (rows shaped like real LLM LoRA
-entries: a ~400-byte adapter_config.json, 2 tags, a task, a description). Timings are the best of
-``--repeat`` runs (a first, cold run is reported separately), on whatever machine runs this; they
-are wall-clock seconds from ``time.perf_counter``.
+Each size gets a fresh catalog filled with ``Catalog.bulk_add`` (rows from ``synthetic_catalog.py``,
+shaped like real LLM LoRA entries: a ~400-byte adapter_config.json, 2 tags, a task, a description).
+Timings are the best of ``--repeat`` runs (a first, cold run is reported separately), on whatever
+machine runs this; they are wall-clock seconds from ``time.perf_counter``.
 
 Columns:
+    open      Catalog(url) on the up-to-date database (the schema check)
     list      Catalog.list() -> list[AdapterRecord] (one SELECT, JSON decoded in one pass)
     to_dict   [r.to_dict() for r in records]
-    json      json.dumps(dicts) (compact, C encoder)
-    json-cli  json.dumps(dicts, indent=2, default=str): what ``adapterhub list --json`` prints today
-    total     list + to_dict + json-cli: the CLI-equivalent path without process start-up
+    json      json.dumps(dicts), compact (what ``adapterhub list --json`` prints to a pipe or file)
+    json-cli  json.dumps(dicts, indent=2, default=str): what it prints to a terminal
+    total     list + to_dict + json: the CLI-equivalent path without process start-up
     tag / query / page   list(tag=...), list(query=...), list(limit=50, offset=size//2)
+    store     a whole child process: import adapterhub.store, open, list, to_dict, compact JSON to a
+              pipe (the store's share of ``adapterhub list --json``; SQLite only)
     cli       the real ``adapterhub list --json`` in a subprocess (start-up included), if it runs
 """
 
@@ -24,50 +27,28 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from adapterhub.store import AdapterRecord, Catalog
+from synthetic_catalog import synthetic_records
 
-CONFIG = {
-    "peft_type": "LORA",
-    "r": 16,
-    "lora_alpha": 32,
-    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "base_model_name_or_path": "meta-llama/Llama-3.2-1B",
-    "lora_dropout": 0.05,
-    "bias": "none",
-    "task_type": "CAUSAL_LM",
-    "fan_in_fan_out": False,
-    "use_rslora": False,
-    "init_lora_weights": True,
-    "modules_to_save": None,
-}
+from adapterhub.store import Catalog
 
-
-def make_records(n: int) -> Iterator[AdapterRecord]:
-    for i in range(n):
-        yield AdapterRecord(
-            name=f"team{i % 97:02d}/adapter-{i:07d}",
-            digest=hashlib.sha256(str(i).encode()).hexdigest(),
-            size=10_000_000 + i,
-            rank=16,
-            alpha=32.0,
-            target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
-            config={**CONFIG, "revision": f"r{i}"},
-            base_model="meta-llama/Llama-3.2-1B" if i % 3 else "Qwen/Qwen2.5-0.5B",
-            task=f"task-{i % 40}",
-            tags=(f"t{i % 11}", "lora"),
-            description=f"LoRA adapter number {i} for task {i % 40}",
-        )
+# The store's share of `adapterhub list --json`, as a child process (argv[1]: the catalog URL).
+STORE_PROCESS = (
+    "import json, sys\n"
+    "from adapterhub.store import Catalog\n"
+    "records = Catalog(sys.argv[1]).list()\n"
+    "sys.stdout.write(json.dumps([r.to_dict() for r in records], default=str, separators=(',', ':')))\n"
+)
+COMPACT = (",", ":")
 
 
 def best_of(repeat: int, fn: Callable[[], Any]) -> tuple[float, float, Any]:
@@ -88,20 +69,22 @@ def bench_size(n: int, url: str | None, repeat: int, home: Path, run_cli: bool) 
     out: dict[str, Any] = {"rows": n}
     with Catalog(db_url) as catalog:
         start = time.perf_counter()
-        catalog.bulk_add(make_records(n))
+        catalog.bulk_add(synthetic_records(n))
         out["build"] = time.perf_counter() - start
 
+    _, out["open"], _ = best_of(repeat, lambda: Catalog(db_url).close())
+    with Catalog(db_url) as catalog:
         first, out["list"], records = best_of(repeat, catalog.list)
         out["list_cold"] = first
         assert len(records) == n
         _, out["to_dict"], dicts = best_of(repeat, lambda: [r.to_dict() for r in records])
-        _, out["json"], text = best_of(repeat, lambda: json.dumps(dicts))
+        _, out["json"], text = best_of(repeat, lambda: json.dumps(dicts, default=str, separators=COMPACT))
         _, out["json_cli"], _ = best_of(repeat, lambda: json.dumps(dicts, indent=2, default=str))
         out["json_mb"] = len(text) / 1e6
         del records, dicts, text
 
         def cli_equivalent() -> int:
-            return len(json.dumps([r.to_dict() for r in catalog.list()], indent=2, default=str))
+            return len(json.dumps([r.to_dict() for r in catalog.list()], default=str, separators=COMPACT))
 
         _, out["total"], _ = best_of(repeat, cli_equivalent)
         _, out["tag"], tagged = best_of(repeat, lambda: catalog.list(tag="t3"))
@@ -110,6 +93,12 @@ def bench_size(n: int, url: str | None, repeat: int, home: Path, run_cli: bool) 
         out["tag_rows"], out["query_rows"] = len(tagged), len(found)
     if url is None:
         out["db_mb"] = (home / "catalog.db").stat().st_size / 1e6
+
+        def store_process() -> None:
+            proc = subprocess.run([sys.executable, "-c", STORE_PROCESS, db_url], capture_output=True, check=True)
+            assert len(json.loads(proc.stdout)) == n
+
+        _, out["store"], _ = best_of(repeat, store_process)
     if run_cli and url is None:
         env = {**os.environ, "ADAPTERHUB_HOME": str(home)}
         env.pop("ADAPTERHUB_DATABASE_URL", None)
@@ -146,12 +135,14 @@ def main() -> None:
         if not args.json:
             r = results[-1]
             cli = f"{r['cli']:.2f}" if r.get("cli") is not None else ("-" if "cli" not in r else "failed")
+            store = f"{r['store']:.3f}" if "store" in r else "-"
             print(
-                f"rows={r['rows']:>7}  build={r['build']:.2f}s  list={r['list']:.3f}s (cold {r['list_cold']:.3f})  "
+                f"rows={r['rows']:>7}  build={r['build']:.2f}s  open={r['open']:.4f}s  "
+                f"list={r['list']:.3f}s (cold {r['list_cold']:.3f})  "
                 f"to_dict={r['to_dict']:.3f}s  json={r['json']:.3f}s  json-cli={r['json_cli']:.3f}s  "
                 f"total={r['total']:.3f}s  tag={r['tag']:.3f}s ({r['tag_rows']})  "
                 f"query={r['query']:.3f}s ({r['query_rows']})  page={r['page']:.4f}s  "
-                f"json={r['json_mb']:.1f}MB  db={r.get('db_mb', 0):.1f}MB  cli={cli}s",
+                f"json={r['json_mb']:.1f}MB  db={r.get('db_mb', 0):.1f}MB  store={store}s  cli={cli}s",
                 flush=True,
             )
             if r.get("cli_error"):

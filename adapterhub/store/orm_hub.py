@@ -2,7 +2,7 @@
 
 They live on the catalog's ``Base`` so that Alembic and the schema checks see one metadata
 (migration ``0002_hub``). Anything that compares ``Base.metadata`` with a migrated database must
-import this module first (``adapterhub.store.migrations.env`` and ``adapterhub.store.catalog`` do).
+import this module first (``database.schema_metadata`` and ``writer`` do).
 
 Choices, and why:
 - ``hub_repos`` exists because a hub client creates a repo (``create_repo``) *before* it uploads

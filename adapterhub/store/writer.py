@@ -75,7 +75,12 @@ def prepare_record(record: AdapterRecord, *, message: str = FIRST_MESSAGE) -> Ad
     if created.tzinfo is None:
         raise InvalidParameterError(f"adapter {record.name!r}: created must be timezone-aware (UTC)")
     revision = make_revision_id(
-        name=record.name, parent_revision=None, digest=record.digest, config=record.config, message=message, created=created
+        name=record.name,
+        parent_revision=None,
+        digest=record.digest,
+        config=record.config,
+        message=message,
+        created=created,
     )
     return replace(record, tags=tags, created=created, revision=revision)
 

@@ -1,6 +1,6 @@
 """Alembic environment for the catalog.
 
-adapterhub runs migrations from code (``adapterhub.store.catalog.upgrade_database``), which passes an
+adapterhub runs migrations from code (``adapterhub.store.database.upgrade_database``), which passes an
 open connection, already inside the transaction that holds the migration lock, through
 ``config.attributes["connection"]``; no ``alembic.ini`` is needed. The engine branch below is only
 for developers who run the ``alembic`` command by hand with ``-x url=...`` or ``sqlalchemy.url``.
