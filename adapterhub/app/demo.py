@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapterhub.app.hub import AdapterHub
 from adapterhub.errors import AdapterNotFoundError, InvalidParameterError
-from adapterhub.store import MetricRecord
+from adapterhub.store.records import MetricRecord
 
 if TYPE_CHECKING:
     from adapterhub.eval.quality import MergeSpec

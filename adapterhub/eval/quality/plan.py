@@ -36,8 +36,9 @@ class MergeSpec:
         label: what the table prints.
         method: registered merge method.
         weights: ``"default"`` (the method's own default) or a key of ``WEIGHT_CONVENTIONS``.
-        params: the method's parameters except ``k``.
-        uses_k: run once per ``k`` of the plan (else once, at the method's own rank).
+        params: the method's fixed parameters; ``k`` is added per rank of the plan when ``uses_k``.
+        uses_k: run once per ``k`` of the plan (else once, at the rank ``params`` or the method
+            itself sets).
         role: ``"linear"`` (exact reference at rank n*r), ``"baseline"`` or ``"lego"``.
         ablation: run on the all-task merge only (the lego reweighting/clustering ablations).
     """
