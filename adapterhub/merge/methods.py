@@ -5,12 +5,16 @@ Weights: methods that *sum* deltas (``linear``, ``cat``, ``svd``, ``linear_facto
 and task arithmetic do; ``ties`` and ``dare_ties`` also default to 1 because their disjoint mean
 already averages (PEFT and mergekit pass unnormalised weights to them); ``lego`` is an averaging
 method and defaults to ``1/n`` (with its default output reweighting only the ratios matter).
+
+Seeds: each method declares whether ``seed`` can change its result (``MergeMethod.seeded``):
+``dare_*`` draw random drop masks, ``lego`` seeds its clustering when ``k`` is below a module's
+total input rank, the others ignore it. Tables (``adapterhub.eval.quality``) read that instead of
+keeping their own list.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 from pydantic import BaseModel
@@ -24,6 +28,7 @@ from adapterhub.merge.params import (
     METHOD_PARAMS,
     DareLinearParams,
     DareTiesParams,
+    DenseParams,
     LegoParams,
     LinearParams,
     MagnitudeParams,
@@ -63,7 +68,7 @@ def _dense(combine):  # type: ignore[no-untyped-def]
     """Wrap a dense combination (deltas, weights, params, generator) -> delta with the rank-k refit."""
 
     def merge(terms: list[Term], params: BaseModel, ctx: ModuleContext) -> ModuleMerge:
-        p: _DenseParams = params  # type: ignore[assignment]
+        p: DenseParams = params  # type: ignore[assignment]
         generator = ctx.generator()
         deltas = [t.module.delta() for t in terms]
         weights = torch.tensor([t.weight for t in terms], dtype=torch.float32)

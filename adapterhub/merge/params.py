@@ -33,7 +33,9 @@ class SvdParams(BaseModel):
     k: int = Field(8, ge=1, description=K_HELP)
 
 
-class _DenseParams(BaseModel):
+class DenseParams(BaseModel):
+    """What every dense method (``ties``, ``dare_*``, ``magnitude``) shares: the rank-k refit."""
+
     model_config = _FROZEN
     k: int = Field(8, ge=1, description=K_HELP)
     refit: RefitMode = Field(
@@ -43,14 +45,14 @@ class _DenseParams(BaseModel):
     power_iters: int = Field(4, ge=0, description="randomised refit: subspace (power) iterations")
 
 
-class TiesParams(_DenseParams):
+class TiesParams(DenseParams):
     density: float = Field(0.2, gt=0, le=1, description="fraction of each delta's entries kept (largest magnitude)")
     majority_sign: MajoritySign = Field(
         "total", description="elect each entry's sign by the sum of values (total) or by a count of signs (frequency)"
     )
 
 
-class DareLinearParams(_DenseParams):
+class DareLinearParams(DenseParams):
     density: float = Field(0.5, gt=0, le=1, description="probability of keeping each entry (kept ones scaled by 1/density)")
 
 
@@ -60,7 +62,7 @@ class DareTiesParams(DareLinearParams):
     )
 
 
-class MagnitudeParams(_DenseParams):
+class MagnitudeParams(DenseParams):
     density: float = Field(0.2, gt=0, le=1, description="fraction of each delta's entries kept (largest magnitude)")
 
 
