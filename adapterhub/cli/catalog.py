@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
+from adapterhub.cli.lazy import command_app
 from adapterhub.cli.output import handle_errors, human_size, info, print_json, print_mapping, print_table
+
+if TYPE_CHECKING:
+    from adapterhub.app import AdapterHub
 
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON (data only) instead of a table.")
 
 
-def open_hub():
+def open_hub() -> AdapterHub:
     """The facade on the settings from the environment (``ADAPTERHUB_HOME``, ``ADAPTERHUB_DATABASE_URL``)."""
+    # the facade imports SQLAlchemy: load it when a command runs, not for `--help`
     from adapterhub.app import AdapterHub
 
     return AdapterHub()
@@ -42,16 +47,21 @@ def _render_tree(node: dict[str, Any], depth: int = 0) -> list[str]:
 
 
 def add(
-    path: Path = typer.Argument(..., help="PEFT adapter folder (adapter_config.json + adapter_model.safetensors)."),
-    name: str = typer.Option(..., "--name", "-n", help="Catalog name, 'namespace/name'."),
-    task: Optional[str] = typer.Option(None, "--task", help="Task the adapter was trained for."),
-    tag: list[str] = typer.Option([], "--tag", help="A tag; repeat for several."),
-    base_model: Optional[str] = typer.Option(None, "--base-model", help="Override base_model_name_or_path."),
-    description: Optional[str] = typer.Option(None, "--description", help="Free-text description."),
+    path: Path = typer.Argument(
+        ..., metavar="FOLDER", help="PEFT adapter folder (adapter_config.json + adapter_model.safetensors)."
+    ),
+    name: str = typer.Option(..., "--name", "-n", metavar="NAME", help="Catalog name, 'namespace/name'."),
+    task: Optional[str] = typer.Option(None, "--task", metavar="TEXT", help="Task the adapter was trained for."),
+    tag: list[str] = typer.Option([], "--tag", metavar="TEXT", help="A tag; repeat for several."),
+    base_model: Optional[str] = typer.Option(
+        None, "--base-model", metavar="TEXT", help="Override base_model_name_or_path."
+    ),
+    description: Optional[str] = typer.Option(None, "--description", metavar="TEXT", help="Free-text description."),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Import a PEFT LoRA adapter folder into the catalog.
 
+    \b
     Example:
         adapterhub add ./my-lora --name acme/sql-lora --task text-to-sql --tag sql
     """
@@ -64,15 +74,20 @@ def add(
 
 
 def list_(
-    base_model: Optional[str] = typer.Option(None, "--base-model", help="Only adapters for this base model."),
-    task: Optional[str] = typer.Option(None, "--task", help="Only adapters for this task."),
-    tag: Optional[str] = typer.Option(None, "--tag", help="Only adapters with this tag."),
-    query: Optional[str] = typer.Option(None, "--search", "-s", help="Free text in name, task, tags, description."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most this many rows."),
+    base_model: Optional[str] = typer.Option(
+        None, "--base-model", metavar="TEXT", help="Only adapters for this base model."
+    ),
+    task: Optional[str] = typer.Option(None, "--task", metavar="TEXT", help="Only adapters for this task."),
+    tag: Optional[str] = typer.Option(None, "--tag", metavar="TEXT", help="Only adapters with this tag."),
+    query: Optional[str] = typer.Option(
+        None, "--search", "-s", metavar="TEXT", help="Free text in name, task, tags, description."
+    ),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, metavar="INTEGER", help="At most this many rows."),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """List catalog entries.
 
+    \b
     Example:
         adapterhub list --task text-to-sql --json
     """
@@ -89,11 +104,12 @@ def list_(
 
 
 def show(
-    name: str = typer.Argument(..., help="Catalog name, 'namespace/name'."),
+    name: str = typer.Argument(..., metavar="NAME", help="Catalog name, 'namespace/name'."),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Show one adapter: metadata, lineage, metrics, revisions.
 
+    \b
     Example:
         adapterhub show acme/sql-lora
     """
@@ -115,9 +131,10 @@ def show(
         )
 
 
-def rm(name: str = typer.Argument(..., help="Catalog name, 'namespace/name'.")) -> None:
+def rm(name: str = typer.Argument(..., metavar="NAME", help="Catalog name, 'namespace/name'.")) -> None:
     """Remove an adapter (its blob is deleted when no other entry uses it).
 
+    \b
     Example:
         adapterhub rm acme/old-lora
     """
@@ -127,25 +144,35 @@ def rm(name: str = typer.Argument(..., help="Catalog name, 'namespace/name'.")) 
 
 
 def export(
-    name: str = typer.Argument(..., help="Catalog name, 'namespace/name'."),
-    folder: Path = typer.Argument(..., help="Folder to write the PEFT adapter into."),
+    name: str = typer.Argument(..., metavar="NAME", help="Catalog name, 'namespace/name'."),
+    folder: Path = typer.Argument(..., metavar="FOLDER", help="Folder to write the PEFT adapter into."),
+    force: bool = typer.Option(
+        False, "--force", help="Write into a folder that already has files (same-named files are replaced)."
+    ),
 ) -> None:
-    """Export an adapter as a PEFT folder (PeftModel.from_pretrained loads it).
+    """Export an adapter as a PEFT folder that PEFT loads.
 
+    The folder gets adapter_config.json and adapter_model.safetensors, which
+    PeftModel.from_pretrained loads. A new or empty folder is required unless --force is given.
+
+    \b
     Example:
         adapterhub export acme/sql-lora ./sql-lora
     """
     with handle_errors():
-        out = open_hub().export(name, folder)
+        out = open_hub().export(name, folder, force=force)
     info(f"exported {name} to {out}")
 
 
 def lineage(
-    name: str = typer.Argument(..., help="Catalog name, 'namespace/name'."),
+    name: str = typer.Argument(..., metavar="NAME", help="Catalog name, 'namespace/name'."),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Show what an adapter was made from, recursively.
 
+    A parent that was removed since is shown as [removed].
+
+    \b
     Example:
         adapterhub lineage acme/merged --json
     """
@@ -158,8 +185,11 @@ def lineage(
 
 
 def verify(json_output: bool = JSON_OPTION) -> None:
-    """Re-hash every blob the catalog references; exit 1 if any is missing or corrupt.
+    """Re-hash every blob the catalog references.
 
+    Exits with 1 if any blob is missing or corrupt.
+
+    \b
     Example:
         adapterhub verify
     """
@@ -174,13 +204,16 @@ def verify(json_output: bool = JSON_OPTION) -> None:
 
 
 def gc(
-    grace_seconds: float = typer.Option(3600.0, "--grace-seconds", min=0, help="Keep files younger than this."),
+    grace_seconds: float = typer.Option(
+        3600.0, "--grace-seconds", min=0, metavar="FLOAT", help="Keep files younger than this."
+    ),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Delete unreferenced blobs and temp files left by interrupted writes.
 
     Files younger than --grace-seconds are kept, since another process may be writing them.
 
+    \b
     Example:
         adapterhub gc --grace-seconds 0
     """
@@ -195,7 +228,9 @@ def gc(
         )
 
 
-def register(app: typer.Typer) -> None:
+def typer_app() -> typer.Typer:
+    """The catalog commands (the root group calls this when one of them is first used)."""
+    app = command_app()
     app.command("add")(add)
     app.command("list")(list_)
     app.command("show")(show)
@@ -204,3 +239,4 @@ def register(app: typer.Typer) -> None:
     app.command("lineage")(lineage)
     app.command("verify")(verify)
     app.command("gc")(gc)
+    return app

@@ -1,7 +1,8 @@
 """Evaluation commands: ``train``, ``eval``, ``quality`` (the merge-quality table) and ``demo``.
 
-Each is a thin client of one ``AdapterHub`` method; models and tasks load inside the facade, so
-``adapterhub list`` never imports torch because these commands exist.
+Each is a thin client of the facade (an ``AdapterHub`` method, or ``adapterhub.app.run_demo`` /
+``merge_quality``); models and tasks load inside it, so ``adapterhub list`` never imports torch
+because these commands exist.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from typing import Any, Optional
 import typer
 
 from adapterhub.cli.catalog import JSON_OPTION, open_hub
+from adapterhub.cli.lazy import command_app
 from adapterhub.cli.output import handle_errors, info, print_json, print_table
 
 THREADS_OPTION = typer.Option(
-    None, "--threads", min=1, help="Torch threads (default: torch's own choice; set it on a shared machine)."
+    None, "--threads", min=1, metavar="INTEGER",
+    help="Torch threads (default: torch's own choice; set it on a shared machine).",
 )
 
 
@@ -28,37 +31,46 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 
 def train(
-    task: str = typer.Option(..., "--task", help="A shipped task (e.g. wn_pos); an unknown name lists them."),
-    name: str = typer.Option(..., "--name", "-n", help="Catalog name of the new adapter, 'namespace/name'."),
-    rank: int = typer.Option(8, "--rank", min=1, help="LoRA rank."),
-    alpha: float = typer.Option(16.0, "--alpha", min=0.0, help="LoRA alpha (scale alpha/rank)."),
-    epochs: int = typer.Option(3, "--epochs", min=1, help="Passes over the train split."),
-    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="AdamW learning rate."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Examples per step."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the init, the data order and dropout."),
-    protocol: str = typer.Option("similarity", "--protocol", help="similarity (no head) or head (joint linear head)."),
-    base_model: Optional[str] = typer.Option(
-        None, "--base-model", help="Local transformers checkpoint folder (default: the packaged all-MiniLM-L6-v2)."
+    task: str = typer.Option(
+        ..., "--task", metavar="TEXT", help="A shipped task (e.g. wn_pos); an unknown name lists them."
     ),
-    tag: list[str] = typer.Option([], "--tag", help="Tag recorded on the adapter; repeatable."),
+    name: str = typer.Option(
+        ..., "--name", "-n", metavar="NAME", help="Catalog name of the new adapter, 'namespace/name'."
+    ),
+    rank: int = typer.Option(8, "--rank", min=1, metavar="INTEGER", help="LoRA rank."),
+    alpha: float = typer.Option(16.0, "--alpha", min=0.0, metavar="FLOAT", help="LoRA alpha (scale alpha/rank)."),
+    epochs: int = typer.Option(3, "--epochs", min=1, metavar="INTEGER", help="Passes over the train split."),
+    lr: float = typer.Option(1e-3, "--lr", min=0.0, metavar="FLOAT", help="AdamW learning rate."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, metavar="INTEGER", help="Examples per step."),
+    seed: int = typer.Option(0, "--seed", metavar="INTEGER", help="Seed of the init, the data order and dropout."),
+    protocol: str = typer.Option(
+        "similarity", "--protocol", metavar="TEXT", help="similarity (no head) or head (joint linear head)."
+    ),
+    base_model: Optional[str] = typer.Option(
+        None, "--base-model", metavar="FOLDER",
+        help="Local transformers checkpoint folder (default: the packaged all-MiniLM-L6-v2).",
+    ),
+    tag: list[str] = typer.Option([], "--tag", metavar="TEXT", help="Tag recorded on the adapter; repeatable."),
     threads: Optional[int] = THREADS_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """Train a LoRA for a shipped task on the default base model and add it to the catalog.
+    """Train a LoRA for a shipped task and add it to the catalog.
 
-    The adapter is stored with its task, label descriptions and metrics: validation and test
-    accuracy, macro-F1 and the zero-shot baseline on the same test split. A rank-8 adapter takes
-    one to four minutes on two CPU cores.
+    Trains on the default base model (or --base-model). The adapter is stored with its task, label
+    descriptions and metrics: validation and test accuracy, macro-F1 and the zero-shot baseline on
+    the same test split. A rank-8 adapter takes one to four minutes on two CPU cores.
 
+    \b
     Example:
         adapterhub train --task wn_pos --rank 8 --name acme/wn-pos
     """
     with handle_errors():
-        hub = open_hub()
-        info(f"training a rank-{rank} adapter for '{task}' ({epochs} epoch(s))...")
-        result = hub.train(
+        # the facade reports "training ..." through `progress` once the task, name and protocol
+        # are valid, so a bad --task fails before any progress line is printed
+        result = open_hub().train(
             task, name=name, rank=rank, alpha=alpha, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
             protocol=protocol, base_model=base_model, tags=tag, threads=threads,
+            progress=None if json_output else info,
         )
     if json_output:
         print_json(result)
@@ -76,24 +88,26 @@ def train(
 
 
 def eval_(
-    name: str = typer.Argument(..., help="Catalog name, 'namespace/name'."),
+    name: str = typer.Argument(..., metavar="NAME", help="Catalog name, 'namespace/name'."),
     task: Optional[str] = typer.Option(
-        None, "--task", help="Score on this task only (default: its task, or each parent's)."
+        None, "--task", metavar="TEXT", help="Score on this task only (default: its task, or each parent's)."
     ),
     protocol: str = typer.Option(
-        "similarity", "--protocol", help="similarity (label descriptions) or head (task head)."
+        "similarity", "--protocol", metavar="TEXT", help="similarity (label descriptions) or head (task head)."
     ),
-    split: str = typer.Option("test", "--split", help="test or validation."),
+    split: str = typer.Option("test", "--split", metavar="TEXT", help="test or validation."),
     record: bool = typer.Option(True, "--record/--no-record", help="Store the results as metrics on the adapter."),
     threads: Optional[int] = THREADS_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """Score an adapter on the held-out test split of its task(s): accuracy and macro-F1.
+    """Score an adapter on the test split of its task(s).
 
-    A merged adapter is scored on each parent's task, beside the zero-shot baseline and the
-    parent's own accuracy: normalised accuracy (merged / own) and retained gain
-    ((merged - zero-shot) / (own - zero-shot)). Results are recorded as metrics (see `show`).
+    Reports accuracy and macro-F1 on the held-out split. A merged adapter is scored on each
+    parent's task, beside the zero-shot baseline and the parent's own accuracy: normalised accuracy
+    (merged / own) and retained gain ((merged - zero-shot) / (own - zero-shot)). Results are
+    recorded as metrics (see `show`).
 
+    \b
     Example:
         adapterhub eval acme/merged --json
         adapterhub eval library/wn-pos --protocol head
@@ -138,29 +152,40 @@ def _quality_rows(data: dict[str, Any]) -> list[list[Any]]:
 
 def quality(
     quick: bool = typer.Option(False, "--quick", help="A few minutes: all-task merge, k=8, one seed, core methods."),
-    out: Optional[Path] = typer.Option(Path("docs"), "--out", help="Folder for merge_quality.md/.json/.png."),
-    library: Optional[Path] = typer.Option(None, "--library", help="Folder of task adapters (default: examples/)."),
-    seed: list[int] = typer.Option([], "--seed", help="Seeds of the all-task merge (repeatable; default 0 1 2)."),
-    k: list[int] = typer.Option([], "--k", help="Merge ranks (repeatable; default 4 8 16)."),
-    max_examples: Optional[int] = typer.Option(None, "--max-examples", min=1, help="Cap per task (stratified)."),
+    out: Optional[Path] = typer.Option(
+        Path("docs"), "--out", metavar="FOLDER", help="Folder for merge_quality.md/.json/.png."
+    ),
+    library: Optional[Path] = typer.Option(
+        None, "--library", metavar="FOLDER", help="Folder of task adapters (default: examples/)."
+    ),
+    seed: list[int] = typer.Option(
+        [], "--seed", metavar="INTEGER", help="Seeds of the all-task merge (repeatable; default 0 1 2)."
+    ),
+    k: list[int] = typer.Option([], "--k", metavar="INTEGER", help="Merge ranks (repeatable; default 4 8 16)."),
+    max_examples: Optional[int] = typer.Option(
+        None, "--max-examples", min=1, metavar="INTEGER", help="Cap per task (stratified)."
+    ),
     threads: Optional[int] = THREADS_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """Build the merge-quality table: every merge method at k = 4, 8, 16 on 2, 4 and all tasks.
+    """Build the merge-quality table of every merge method.
 
-    Each merged adapter is scored on each of its tasks (test split) beside the zero-shot baseline
-    and the individual adapters; seeds and standard errors for the all-task merge; LoRA-LEGO is
-    compared with the best baseline at equal rank. The full table takes about half an hour on two
-    cores; writes Markdown, JSON and a PNG plot.
+    Every merge method at k = 4, 8, 16 on 2, 4 and all tasks: each merged adapter is scored on
+    each of its tasks (test split) beside the zero-shot baseline and the individual adapters;
+    seeds and standard errors for the all-task merge; LoRA-LEGO is compared with the best baseline
+    at equal rank. Writes Markdown, JSON and a PNG plot. The full table takes about half an hour
+    on two cores; --quick a few minutes.
 
+    \b
     Example:
         adapterhub quality --quick --out /tmp/quality
         adapterhub quality --out docs/ --threads 2
     """
     with handle_errors():
-        from adapterhub.app import AdapterHub
+        # the facade imports SQLAlchemy (and the evaluation bed on use): load it when this runs
+        from adapterhub.app import merge_quality
 
-        data = AdapterHub.merge_quality(
+        data = merge_quality(
             quick=quick, out=out, library=library, seeds=seed or None, ks=k or None, max_examples=max_examples,
             threads=threads, progress=None if json_output else info,
         )
@@ -180,29 +205,37 @@ def quality(
 
 
 def demo(
-    home: Optional[Path] = typer.Option(None, "--home", help="The demo's catalog folder (default ./demo-home)."),
-    library: Optional[Path] = typer.Option(None, "--library", help="Folder of task adapters (default: examples/)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for demo.md and demo.png (default <home>/report)."),
+    home: Optional[Path] = typer.Option(
+        None, "--home", metavar="FOLDER", help="The demo's catalog folder (default ./demo-home)."
+    ),
+    library: Optional[Path] = typer.Option(
+        None, "--library", metavar="FOLDER", help="Folder of task adapters (default: examples/)."
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", metavar="FOLDER", help="Folder for demo.md and demo.png (default <home>/report)."
+    ),
     quick: bool = typer.Option(False, "--quick", help="Three tasks, two merges: a smoke test."),
     threads: Optional[int] = THREADS_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """Merge the shipped task adapters with LoRA-LEGO and the baselines, and score every merge.
+    """Merge the shipped task adapters and score every merge.
 
     On a fresh embedded catalog (--home, default ./demo-home): imports every task adapter of the
-    library, merges all of them into one rank-8 adapter per method, scores each merge on every
-    task's test split beside zero-shot and the individual adapters, and writes a table and a plot.
-    About two minutes on two cores.
+    library, merges all of them into one rank-8 adapter with LoRA-LEGO and with each baseline
+    method, scores each merge on every task's test split beside zero-shot and the individual
+    adapters, and writes a table and a plot. About 70 s on 2 cores; --quick about 30 s.
 
+    \b
     Example:
         adapterhub demo
         adapterhub demo --home /tmp/demo --quick
     """
     with handle_errors():
-        from adapterhub.app import AdapterHub
+        # the facade imports SQLAlchemy (and the evaluation bed on use): load it when this runs
+        from adapterhub.app import run_demo
 
-        data = AdapterHub.demo(home=home, library=library, out=out, quick=quick, threads=threads,
-                               progress=None if json_output else info)
+        data = run_demo(home=home, library=library, out=out, quick=quick, threads=threads,
+                        progress=None if json_output else info)
     if json_output:
         print_json(data)
         return
@@ -227,8 +260,11 @@ def demo(
         info(f"wrote {kind}: {path}")
 
 
-def register(app: typer.Typer) -> None:
+def typer_app() -> typer.Typer:
+    """The evaluation commands (the root group calls this when one of them is first used)."""
+    app = command_app()
     app.command("train")(train)
     app.command("eval")(eval_)
     app.command("quality")(quality)
     app.command("demo")(demo)
+    return app

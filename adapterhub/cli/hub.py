@@ -7,23 +7,31 @@ from typing import Optional
 import typer
 
 from adapterhub.cli.catalog import JSON_OPTION, open_hub
+from adapterhub.cli.lazy import command_app
 from adapterhub.cli.output import handle_errors, info, print_json, print_table
 
-ENDPOINT_OPTION = typer.Option(None, "--endpoint", help="Hub URL (default HF_ENDPOINT, else huggingface.co).")
-TOKEN_OPTION = typer.Option(None, "--token", help="Access token (default HF_TOKEN, else the saved login).")
+ENDPOINT_OPTION = typer.Option(
+    None, "--endpoint", metavar="URL", help="Hub URL (default HF_ENDPOINT, else huggingface.co)."
+)
+TOKEN_OPTION = typer.Option(
+    None, "--token", metavar="TEXT", help="Access token (default HF_TOKEN, else the saved login)."
+)
 
 
 def push(
-    name: str = typer.Argument(..., help="Catalog name, 'namespace/name'."),
-    repo_id: str = typer.Argument(..., help="Hub repo id, 'namespace/name'."),
-    revision: str = typer.Option("main", "--revision", help="Branch to commit to."),
+    name: str = typer.Argument(..., metavar="NAME", help="Catalog name, 'namespace/name'."),
+    repo_id: str = typer.Argument(..., metavar="REPO_ID", help="Hub repo id, 'namespace/name'."),
+    revision: str = typer.Option("main", "--revision", metavar="TEXT", help="Branch to commit to."),
     private: bool = typer.Option(False, "--private", help="Create the repo private (if it does not exist)."),
     endpoint: Optional[str] = ENDPOINT_OPTION,
     token: Optional[str] = TOKEN_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """Upload an adapter to a hub repo (PEFT folder + model card), creating the repo if needed.
+    """Upload an adapter to a hub repo, creating the repo if needed.
 
+    The repo gets the PEFT folder and a model card.
+
+    \b
     Example:
         adapterhub push acme/sql-lora acme/sql-lora --endpoint http://127.0.0.1:8000
     """
@@ -36,15 +44,22 @@ def push(
 
 
 def pull(
-    repo_id: str = typer.Argument(..., help="Hub repo id, 'namespace/name'."),
-    revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit (default main)."),
-    name: Optional[str] = typer.Option(None, "--name", "-n", help="Catalog name (default: the repo id)."),
+    repo_id: str = typer.Argument(..., metavar="REPO_ID", help="Hub repo id, 'namespace/name'."),
+    revision: Optional[str] = typer.Option(
+        None, "--revision", metavar="TEXT", help="Branch, tag or commit (default main)."
+    ),
+    name: Optional[str] = typer.Option(
+        None, "--name", "-n", metavar="NAME", help="Catalog name (default: the repo id)."
+    ),
     endpoint: Optional[str] = ENDPOINT_OPTION,
     token: Optional[str] = TOKEN_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """Download, validate and import an adapter from a hub repo (a new commit becomes a new revision).
+    """Download, validate and import an adapter from a hub repo.
 
+    Pulling a repo again after a new commit adds that commit as a new revision.
+
+    \b
     Example:
         adapterhub pull org/some-lora --name acme/some-lora
     """
@@ -60,20 +75,28 @@ def pull(
 
 
 def serve(
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
-    port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
+    host: str = typer.Option("127.0.0.1", "--host", metavar="TEXT", help="Interface to listen on."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, metavar="INTEGER", help="TCP port."),
     read_token_required: bool = typer.Option(
         False, "--read-token-required", help="Reads need a token too (writes always do)."
     ),
-    max_upload_mb: int = typer.Option(2048, "--max-upload-mb", min=1, help="Most MiB of files per commit."),
-    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    max_upload_mb: int = typer.Option(
+        2048, "--max-upload-mb", min=1, metavar="INTEGER", help="Most MiB of files per commit."
+    ),
+    log_level: str = typer.Option("info", "--log-level", metavar="TEXT", help="uvicorn log level."),
 ) -> None:
-    """Serve the catalog as a Hugging Face-compatible hub and a REST API (docs at /docs).
+    """Serve the catalog as a Hugging Face-compatible hub and a REST API.
 
-    Clients point HF_ENDPOINT at it: huggingface_hub and PEFT then push and pull as usual.
+    Clients point HF_ENDPOINT at it: huggingface_hub and PEFT then push and pull as usual. The
+    API docs are at /docs. The server runs until stopped (Ctrl-C), so start clients in a second
+    terminal, or run the server in the background as below.
 
+    \b
     Example:
-        adapterhub serve --port 8000 && HF_ENDPOINT=http://127.0.0.1:8000 python -c "..."
+        adapterhub token create --name me        # prints TOKEN, needed for pushes
+        adapterhub serve --port 8000 &
+        export HF_ENDPOINT=http://127.0.0.1:8000
+        adapterhub push acme/sql-lora acme/sql-lora --token TOKEN
     """
     try:
         from adapterhub.server import serve as run_server
@@ -96,23 +119,24 @@ def serve(
     )
 
 
-token_app = typer.Typer(
-    help=(
-        "Access tokens of `adapterhub serve`: create, list, revoke (only their sha256 is stored).\n\n"
-        "Example:\n    adapterhub token create --name ci"
-    ),
-    no_args_is_help=True,
-)
+TOKEN_HELP = """Access tokens of `adapterhub serve`: create, list, revoke.
+
+Only their sha256 is stored; a token is shown once, when it is created.
+
+\b
+Example:
+    adapterhub token create --name ci
+"""
 
 
-@token_app.command("create")
 def token_create(
-    name: Optional[str] = typer.Option(None, "--name", help="A name to list and revoke it by."),
+    name: Optional[str] = typer.Option(None, "--name", metavar="TEXT", help="A name to list and revoke it by."),
     read_only: bool = typer.Option(False, "--read-only", help="Allow reads only (for --read-token-required)."),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Create a token and print it once (it cannot be shown again).
 
+    \b
     Example:
         adapterhub token create --name ci
     """
@@ -125,10 +149,10 @@ def token_create(
         info(f"token '{result['name']}' ({result['scope']}) created; store it now, it is not shown again")
 
 
-@token_app.command("list")
 def token_list(json_output: bool = JSON_OPTION) -> None:
     """List tokens (names and scopes, never the secrets).
 
+    \b
     Example:
         adapterhub token list --json
     """
@@ -144,10 +168,10 @@ def token_list(json_output: bool = JSON_OPTION) -> None:
     )
 
 
-@token_app.command("revoke")
-def token_revoke(key: str = typer.Argument(..., help="Token name (or id).")) -> None:
+def token_revoke(key: str = typer.Argument(..., metavar="NAME", help="Token name (or id).")) -> None:
     """Revoke a token; clients using it are refused at once.
 
+    \b
     Example:
         adapterhub token revoke ci
     """
@@ -156,8 +180,15 @@ def token_revoke(key: str = typer.Argument(..., help="Token name (or id).")) -> 
     info(f"revoked token '{result['name']}'")
 
 
-def register(app: typer.Typer) -> None:
+def typer_app() -> typer.Typer:
+    """The hub commands (the root group calls this when one of them is first used)."""
+    tokens = command_app(help=TOKEN_HELP, no_args_is_help=True)
+    tokens.command("create")(token_create)
+    tokens.command("list")(token_list)
+    tokens.command("revoke")(token_revoke)
+    app = command_app()
     app.command("push")(push)
     app.command("pull")(pull)
     app.command("serve")(serve)
-    app.add_typer(token_app, name="token")
+    app.add_typer(tokens, name="token")
+    return app

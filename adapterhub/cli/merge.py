@@ -2,23 +2,37 @@
 
 The merge options are generated from the merge-method registry, so every method parameter is a
 flag (``--density``, ``--majority-sign``, ...) with the registry's help text, and a new method's
-parameters appear here without touching this file.
+parameters appear here without touching this file. The registry (pydantic models behind the
+facade) is read only when ``merge`` or ``methods`` is used: the root group imports this module
+on first use of one of them.
 """
 
 from __future__ import annotations
 
+import enum
 import inspect
+from collections.abc import Callable
 from typing import Any, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from adapterhub.cli.catalog import open_hub
-from adapterhub.cli.output import handle_errors, human_size, info, print_json, print_mapping, print_table, stderr
+from adapterhub.cli.catalog import JSON_OPTION, open_hub
+from adapterhub.cli.lazy import command_app
+from adapterhub.cli.output import (
+    handle_errors,
+    human_size,
+    info,
+    print_json,
+    print_mapping,
+    print_table,
+    stderr_console,
+)
+from adapterhub.errors import InvalidParameterError
 
 
 def _registry_params() -> dict[str, dict[str, Any]]:
     """Parameter name -> help, choices and per-method defaults, over all methods (but ``k``)."""
+    # the facade imports SQLAlchemy and the registry pydantic: load them when merge is used
     from adapterhub.app import AdapterHub
 
     params: dict[str, dict[str, Any]] = {}
@@ -37,8 +51,6 @@ def _parse_weights(text: str | None) -> list[float] | None:
     try:
         return [float(w) for w in text.split(",")]
     except ValueError:
-        from adapterhub.errors import InvalidParameterError
-
         raise InvalidParameterError(f"--weights must be comma-separated numbers, e.g. 0.5,0.5; got {text!r}") from None
 
 
@@ -55,13 +67,23 @@ def _run_merge(
     json_output: bool,
     **method_params: Any,
 ) -> None:
-    params = {key: value for key, value in method_params.items() if value is not None}
+    # a choice arrives as a member of its generated Enum; the facade takes the plain value
+    params = {
+        key: value.value if isinstance(value, enum.Enum) else value
+        for key, value in method_params.items()
+        if value is not None
+    }
+    # Rich draws the progress bar (only on a terminal); it is imported when a merge runs
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = stderr_console()
     with handle_errors():
         hub = open_hub()
         parsed_weights = _parse_weights(weights)
         with Progress(
             TextColumn("[bold]merging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.description}"), console=stderr, transient=True, disable=json_output or not stderr.is_terminal,
+            TextColumn("{task.description}"), console=console, transient=True,
+            disable=json_output or not console.is_terminal,
         ) as bar:
             job = bar.add_task("", total=None)
 
@@ -95,40 +117,62 @@ def _run_merge(
         info(f"warning: {warning}")
 
 
-def _build_merge_command():
+def _flag(name: str, meta: dict[str, Any]) -> inspect.Parameter:
+    """One generated option, typed from the registry so Click shows and checks it.
+
+    Choices become an Enum (``[kmeans|kmedoids]``, anything else is a usage error), booleans a
+    ``--x/--no-x`` pair, numbers INTEGER or FLOAT (``--density abc`` exits 2, before any work). The
+    default is always None: an option not given leaves the method's own default in place.
+    """
+    defaults = ", ".join(f"{m}: {d}" for m, d in meta["defaults"].items())
+    choices = meta["choices"]
+    help_text = f"{meta['help'].rstrip('.')}. Defaults: {defaults}."
+    flag = "--" + name.replace("_", "-")
+    kinds = {type(d) for d in meta["defaults"].values() if d is not None}
+    if choices:
+        values = [str(c) for c in choices]
+        annotation: Any = Optional[enum.Enum(f"{name}_choice", {v: v for v in values}, type=str)]  # type: ignore[misc]
+        option = typer.Option(None, flag, metavar="[" + "|".join(values) + "]", help=help_text)
+    elif kinds == {bool}:
+        annotation = Optional[bool]
+        option = typer.Option(None, f"{flag}/--no-{flag[2:]}", help=help_text)
+    elif kinds == {int}:
+        annotation = Optional[int]
+        option = typer.Option(None, flag, metavar="INTEGER", help=help_text)
+    elif kinds and kinds <= {int, float}:
+        annotation = Optional[float]
+        option = typer.Option(None, flag, metavar="FLOAT", help=help_text)
+    else:
+        annotation = Optional[str]
+        option = typer.Option(None, flag, metavar="TEXT", help=help_text)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=option)
+
+
+def _build_merge_command() -> Callable[..., None]:
     """``merge`` with one flag per registry parameter (generated signature for Typer)."""
+
+    def keyword(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+
     base = [
-        inspect.Parameter("names", inspect.Parameter.KEYWORD_ONLY, annotation=list[str],
-                          default=typer.Argument(..., help="Adapters to merge, by catalog name.")),
-        inspect.Parameter("method", inspect.Parameter.KEYWORD_ONLY, annotation=str,
-                          default=typer.Option("lego", "--method", "-m", help="Merge method; see `adapterhub methods`.")),
-        inspect.Parameter("k", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[int],
-                          default=typer.Option(None, "--k", help="Output rank (methods that take one; default 8).")),
-        inspect.Parameter("weights", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
-                          default=typer.Option(None, "--weights", help="Comma-separated, one per input. Default: "
-                                               "1/n for averaging methods (lego), 1 for sums (linear, cat, svd, ties, dare, magnitude).")),
-        inspect.Parameter("name", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
-                          default=typer.Option(None, "--name", "-n", help="Catalog name of the result (default merged/<method>-<digest>).")),
-        inspect.Parameter("seed", inspect.Parameter.KEYWORD_ONLY, annotation=int,
-                          default=typer.Option(0, "--seed", help="Seed for every random choice.")),
-        inspect.Parameter("force", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
-                          default=typer.Option(False, "--force", help="Merge adapters of different base models anyway.")),
-        inspect.Parameter("task", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
-                          default=typer.Option(None, "--task", help="Task recorded on the result.")),
-        inspect.Parameter("tag", inspect.Parameter.KEYWORD_ONLY, annotation=list[str],
-                          default=typer.Option([], "--tag", help="Tag recorded on the result; repeatable.")),
-        inspect.Parameter("json_output", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
-                          default=typer.Option(False, "--json", help="Print JSON (data only).")),
+        keyword("names", list[str], typer.Argument(..., metavar="NAME", help="Adapters to merge (two or more), by catalog name.")),
+        keyword("method", str, typer.Option("lego", "--method", "-m", metavar="TEXT",
+                                            help="Merge method; see `adapterhub methods`.")),
+        keyword("k", Optional[int], typer.Option(None, "--k", metavar="INTEGER",
+                                                 help="Output rank (methods that take one; default 8).")),
+        keyword("weights", Optional[str], typer.Option(
+            None, "--weights", metavar="W1,W2,...", help="Comma-separated, one per input. Default: 1/n for "
+            "averaging methods (lego), 1 for sums (linear, cat, svd, ties, dare, magnitude).")),
+        keyword("name", Optional[str], typer.Option(
+            None, "--name", "-n", metavar="NAME", help="Catalog name of the result (default merged/<method>-<digest>).")),
+        keyword("seed", int, typer.Option(0, "--seed", metavar="INTEGER", help="Seed for every random choice.")),
+        keyword("force", bool, typer.Option(False, "--force", help="Merge adapters of different base models anyway.")),
+        keyword("task", Optional[str], typer.Option(None, "--task", metavar="TEXT", help="Task recorded on the result.")),
+        keyword("tag", list[str], typer.Option([], "--tag", metavar="TEXT",
+                                               help="Tag recorded on the result; repeatable.")),
+        keyword("json_output", bool, typer.Option(False, "--json", help="Print JSON (data only).")),
     ]
-    extra = []
-    for pname, meta in sorted(_registry_params().items()):
-        defaults = ", ".join(f"{m}: {d}" for m, d in meta["defaults"].items())
-        choices = f" One of {', '.join(map(str, meta['choices']))}." if meta["choices"] else ""
-        help_text = f"{meta['help'].rstrip('.')}.{choices} Defaults: {defaults}."
-        extra.append(
-            inspect.Parameter(pname, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
-                              default=typer.Option(None, "--" + pname.replace("_", "-"), help=help_text))
-        )
+    extra = [_flag(pname, meta) for pname, meta in sorted(_registry_params().items())]
     param_names = [p.name for p in extra]
 
     def merge(**kwargs: Any) -> None:
@@ -138,9 +182,11 @@ def _build_merge_command():
     merge.__signature__ = inspect.Signature(base + extra)  # type: ignore[attr-defined]
     merge.__doc__ = """Merge adapters into a new catalog adapter (LoRA-LEGO by default).
 
-    Shows the output rank, size and the relative error against the exact weighted sum
-    (sum of w_i * s_i * B_i @ A_i); `--json` prints the full report.
+    Shows the output rank, size and the relative error against the exact weighted sum (sum of
+    w_i * s_i * B_i @ A_i); `--json` prints the full report. Method parameters (--density,
+    --cluster, ...) apply to the methods that take them; see `adapterhub methods`.
 
+    \b
     Example:
         adapterhub merge acme/a acme/b --k 8 --name acme/ab
         adapterhub merge acme/a acme/b --method ties --density 0.3 --k 16
@@ -148,12 +194,14 @@ def _build_merge_command():
     return merge
 
 
-def methods(json_output: bool = typer.Option(False, "--json", help="Print JSON (data only).")) -> None:
+def methods(json_output: bool = JSON_OPTION) -> None:
     """List merge methods, their parameters, defaults and references.
 
+    \b
     Example:
         adapterhub methods --json
     """
+    # the facade imports SQLAlchemy and the registry pydantic: load them when this runs
     from adapterhub.app import AdapterHub
 
     listed = AdapterHub.methods()
@@ -167,6 +215,9 @@ def methods(json_output: bool = typer.Option(False, "--json", help="Print JSON (
     print_table("merge methods", ["method", "parameters (defaults)", "weights", "reference"], rows)
 
 
-def register(app: typer.Typer) -> None:
+def typer_app() -> typer.Typer:
+    """The merge commands (the root group calls this when one of them is first used)."""
+    app = command_app()
     app.command("merge")(_build_merge_command())
     app.command("methods")(methods)
+    return app

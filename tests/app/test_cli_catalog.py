@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -208,3 +210,110 @@ def test_bad_tag_refused_before_anything_is_written(cli, tmp_path: Path, home: P
     result = cli("add", folder, "--name", "acme/a", "--tag", "x" * 300)
     assert result.exit_code == 1 and "longer than 255 characters" in result.stderr
     assert state(home) == ([], [])
+
+
+# ---------------------------------------------------------------------------- help, version, start-up
+def _help_pages(cli) -> dict[str, str]:
+    """``adapterhub --help`` and the ``--help`` of every command and token subcommand."""
+    from adapterhub.cli.main import COMMANDS
+
+    argvs = [[], *([name] for name in COMMANDS), *(["token", sub] for sub in ("create", "list", "revoke"))]
+    pages = {}
+    for argv in argvs:
+        result = cli(*argv, "--help")
+        assert result.exit_code == 0, (argv, result.output)
+        pages[" ".join(argv) or "adapterhub"] = result.stdout
+    return pages
+
+
+def test_help_shows_no_type_placeholders(cli) -> None:
+    """Flags read ``--json``, values ``--tag TEXT``: never ``<bool>``, ``<list[str]>`` or ``<str>``."""
+    pages = _help_pages(cli)
+    for page, text in pages.items():
+        for line in text.splitlines():
+            if line.lstrip().startswith("-"):
+                option = line.strip().split("  ")[0]  # the option column, before its help text
+                assert "<" not in option, (page, line)
+    assert "  --tag TEXT " in pages["add"] and "  --json  " in pages["add"]
+    assert "  --force  " in pages["export"] and "  --record / --no-record  " in pages["eval"]
+
+
+def test_help_examples_stay_line_by_line_and_can_run(cli) -> None:
+    pages = _help_pages(cli)
+    assert "\n      adapterhub add ./my-lora --name acme/sql-lora --task text-to-sql --tag sql\n" in pages["add"]
+    assert "\n      adapterhub serve --port 8000 &\n" in pages["serve"] and "&&" not in pages["serve"]
+    assert "About 70 s on 2 cores; --quick about 30 s." in " ".join(pages["demo"].split())
+    assert "two minutes" not in pages["demo"]
+
+
+def test_version(cli) -> None:
+    from importlib.metadata import version
+
+    result = cli("--version")
+    assert result.exit_code == 0 and result.stdout == f"adapterhub {version('adapterhub')}\n"
+
+
+def test_root_help_lists_each_command_with_its_own_summary(cli) -> None:
+    """The root help prints a table (so it imports no command module); it must say what each command says."""
+    import inspect
+
+    import typer.main
+
+    from adapterhub.cli.main import COMMANDS, app
+
+    group = typer.main.get_command(app)
+    root = cli("--help").stdout
+    for name, entry in COMMANDS.items():
+        first_paragraph = inspect.cleandoc(group.commands[name].help or "").split("\n\n")[0]
+        assert " ".join(first_paragraph.split()) == entry.summary, name
+        assert f"  {name}  " in root and entry.summary.split()[0] in root
+
+
+def _modules_after(argv: list[str]) -> set[str]:
+    """The modules a fresh ``adapterhub ARGV`` process has imported when it ends."""
+    code = (
+        "import sys\n"
+        "from adapterhub.cli.main import main\n"
+        f"sys.argv = ['adapterhub', *{argv!r}]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('\\n'.join(sorted(sys.modules)), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    return set(done.stderr.split())
+
+
+def test_root_help_and_list_json_import_only_what_they_use(home: Path) -> None:
+    """The start-up budget: ``--help`` imports no command module; ``list --json`` only the catalog's."""
+    others = {"adapterhub.cli.merge", "adapterhub.cli.evaluate", "adapterhub.cli.hub"}
+    heavy = {"rich", "torch", "adapterhub.merge", "adapterhub.eval"}
+    loaded = _modules_after(["--help"])
+    assert "adapterhub.cli.main" in loaded
+    assert not loaded & (others | heavy | {"adapterhub.cli.catalog", "adapterhub.app"})
+    loaded = _modules_after(["list", "--json"])
+    assert "adapterhub.cli.catalog" in loaded
+    assert not loaded & (others | heavy)
+
+
+# ---------------------------------------------------------------------------- rough edges (facade side by the lead)
+def test_export_refuses_a_file_or_a_non_empty_folder_unless_forced(cli, tmp_path: Path) -> None:
+    assert cli("add", write_random_adapter(tmp_path / "a", 1), "--name", "acme/a").exit_code == 0
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("keep me")
+    result = cli("export", "acme/a", a_file)
+    assert result.exit_code == 1 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    assert a_file.read_text() == "keep me"
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.md").write_text("mine")
+    refused = cli("export", "acme/a", busy)
+    assert refused.exit_code == 1 and refused.stderr.startswith("error: ")
+    assert sorted(p.name for p in busy.iterdir()) == ["notes.md"]
+    assert cli("export", "acme/a", busy, "--force").exit_code == 0
+    assert (busy / "adapter_model.safetensors").exists() and (busy / "notes.md").read_text() == "mine"
+    assert cli("export", "acme/a", tmp_path / "new" / "folder").exit_code == 0
+
+
+def test_lineage_of_an_unknown_name_exits_1(cli) -> None:
+    result = cli("lineage", "ns/never-existed")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert "no adapter named 'ns/never-existed'" in result.stderr

@@ -151,3 +151,22 @@ def test_demo_quick_runs_end_to_end(cli, tmp_path: Path) -> None:
         assert sum(n.startswith("library/") for n in names) == 3 and "demo/lego-k8" in names
         parents = {p.parent_name for p in hub.catalog.lineage("demo/lego-k8")}
         assert parents == {n for n in names if n.startswith("library/")}
+
+
+def test_train_reports_progress_only_after_its_inputs_are_checked(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    refused = cli("train", "--task", "no_such_task", "--name", "acme/t")
+    assert refused.exit_code == 1 and refused.stderr.startswith("error: "), refused.stderr
+    assert "training" not in refused.stderr
+
+    from adapterhub.app import AdapterHub
+
+    def fake_train(self, task, *, name, progress=None, **kwargs):  # noqa: ANN001, ANN202
+        progress(f"training {name}...")
+        metrics = {"accuracy": 0.5, "macro_f1": 0.5, "zero_shot_accuracy": 0.25}
+        return {"adapter": {"name": name}, "task": task, "metrics": {"test": metrics, "validation": metrics,
+                                                                     "train": {"seconds": 1.0}}}
+
+    monkeypatch.setattr(AdapterHub, "train", fake_train)
+    trained = cli("train", "--task", "wn_pos", "--name", "acme/t")
+    assert trained.exit_code == 0, trained.stderr
+    assert trained.stderr.startswith("training acme/t...\n")

@@ -87,3 +87,40 @@ def test_methods_lists_registry(cli) -> None:
     lego = next(m for m in listed if m["name"] == "lego")
     assert {p["name"] for p in lego["parameters"]} >= {"k", "cluster", "param_reweight", "output_reweight"}
     assert all(m["reference_url"].startswith("https://") for m in listed)
+
+
+def test_method_flags_are_typed_in_help_and_checked_before_any_work(cli, tmp_path: Path, home: Path) -> None:
+    page = cli("merge", "--help").stdout
+    for shown in ("--density FLOAT", "--max-iter INTEGER", "--cluster [kmeans|kmedoids]",
+                  "--param-reweight / --no-param-reweight", "--k INTEGER", "--tag TEXT"):
+        assert f"  {shown} " in page or f"  {shown}\n" in page, shown
+    _add_two(cli, tmp_path)
+    before = state(home)
+    for bad in (["--density", "abc"], ["--max-iter", "1.5"], ["--restarts", "two"], ["--cluster", "bogus"],
+                ["--k", "x"]):
+        result = cli("merge", "acme/a", "acme/b", *bad)
+        assert result.exit_code == 2, (bad, result.stderr)
+        assert f"Invalid value for '{bad[0]}'" in result.stderr, (bad, result.stderr)
+    assert state(home) == before
+
+
+def test_method_flags_reach_the_method_as_plain_values(cli, tmp_path: Path) -> None:
+    _add_two(cli, tmp_path)
+    ties = cli("merge", "acme/a", "acme/b", "--method", "ties", "--density", "0.3", "--majority-sign", "frequency",
+               "--k", "2", "--json")
+    assert ties.exit_code == 0, ties.stderr
+    params = json.loads(ties.stdout)["params"]
+    assert params["density"] == 0.3 and params["majority_sign"] == "frequency"
+    lego = cli("merge", "acme/a", "acme/b", "--cluster", "kmedoids", "--no-param-reweight", "--max-iter", "7",
+               "--k", "2", "--json")
+    assert lego.exit_code == 0, lego.stderr
+    params = json.loads(lego.stdout)["params"]
+    assert params["cluster"] == "kmedoids" and params["param_reweight"] is False and params["max_iter"] == 7
+
+
+def test_merge_of_one_adapter_is_refused(cli, tmp_path: Path, home: Path) -> None:
+    _add_two(cli, tmp_path)
+    before = state(home)
+    result = cli("merge", "acme/a")
+    assert result.exit_code == 1 and result.stderr.startswith("error: "), result.stderr
+    assert state(home) == before
