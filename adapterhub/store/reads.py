@@ -182,6 +182,7 @@ def get_adapter(reader: Reader, name: str) -> AdapterRecord:
 
 
 def adapter_exists(reader: Reader, name: str) -> bool:
+    """Whether an adapter named ``name`` exists (no columns are read)."""
     return bool(reader.rows("SELECT 1 FROM adapters WHERE name = :name", {"name": name}))
 
 
@@ -213,11 +214,13 @@ def list_adapters(reader: Reader, where: AdapterFilter, *, limit: int | None, of
 
 
 def count_adapters(reader: Reader, where: AdapterFilter) -> int:
+    """How many adapters ``list_adapters`` would return without a page."""
     clause, params = where.where(reader.dialect)
     return int(reader.rows(f"SELECT count(*) FROM adapters a{clause}", params)[0][0])
 
 
 def adapter_names(reader: Reader) -> list[str]:
+    """All adapter names, sorted (cheap: no JSON columns are read)."""
     return [r[0] for r in reader.rows("SELECT name FROM adapters ORDER BY name")]
 
 
@@ -234,6 +237,7 @@ def digest_in_use(reader: Reader, digest: str) -> bool:
 
 
 def referenced_digests(reader: Reader) -> set[str]:
+    """Every blob digest an adapter head or a revision references."""
     return {r[0] for r in reader.rows("SELECT digest FROM adapters UNION SELECT digest FROM adapter_revisions")}
 
 
