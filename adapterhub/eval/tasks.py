@@ -1,1 +1,0 @@
-from adapterhub.tasks import SPLITS, list_tasks, load_task  # noqa: F401  # TEMP shim for app/ (lead removes)
