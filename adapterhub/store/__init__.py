@@ -4,7 +4,6 @@ Importing this package does not import SQLAlchemy: opening an up-to-date SQLite 
 it use the standard library's ``sqlite3`` (see ``connections.py``); writes load the ORM on first use.
 """
 
-from adapterhub.errors import RevisionNotFoundError  # noqa: F401  TEMP shim for app/ (lead removes)
 from adapterhub.store.blobs import BlobStore, GcResult, validate_digest
 from adapterhub.store.catalog import Catalog
 from adapterhub.store.records import AdapterRecord, LineageRecord, MetricRecord, RevisionFileRecord, RevisionRecord

@@ -31,11 +31,9 @@ from adapterhub.store.blobs import validate_digest
 from adapterhub.store.connections import SCHEMA_HEAD, Reader, SqliteFiles, sqlalchemy_reader, sqlite_file
 from adapterhub.store.records import KEEP, AdapterRecord, Keep, LineageRecord, MetricRecord, RevisionRecord
 from adapterhub.store.revision_ids import FIRST_MESSAGE
-from adapterhub.store.revision_ids import HEAD_ALIASES  # noqa: F401  TEMP shim for app/ (lead removes)
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
-    from sqlalchemy.orm import Session
 
     from adapterhub.store.writer import CatalogWriter
 
@@ -116,9 +114,9 @@ class Catalog:
         Commits when the block ends normally and rolls back on any exception. On SQLite the write
         lock is taken up front (``BEGIN IMMEDIATE``, see ``database.py``), so concurrent writers
         queue instead of failing with "locked"; on PostgreSQL it is one transaction. Inside the
-        block, on the same thread, the writer's reads and every ``Catalog`` method see what the
-        transaction wrote so far, and a nested ``transaction()`` or ``session()`` joins it as a
-        savepoint (rolled back alone if its own block raises).
+        block, on the same thread, the writer's reads and every ``Catalog`` method (and
+        ``hub_catalog`` function) see what the transaction wrote so far, and a nested
+        ``transaction()`` joins it as a savepoint (rolled back alone if its own block raises).
 
         Example:
             >>> with catalog.transaction() as tx:   # doctest: +SKIP
@@ -130,9 +128,14 @@ class Catalog:
             with outer.session.begin_nested():
                 yield outer
             return
-        from adapterhub.store.writer import CatalogWriter  # lazy: the ORM, only for writes
+        from sqlalchemy.orm import Session  # lazy: SQLAlchemy's ORM, only for writes
 
-        with self.session(write=True) as session:
+        from adapterhub.store.database import WRITE_OPTION
+        from adapterhub.store.writer import CatalogWriter
+
+        # Nothing ORM-shaped leaves the block, so committing need not expire what it loaded.
+        with Session(self.engine, expire_on_commit=False, autoflush=False) as session, session.begin():
+            session.connection(execution_options={WRITE_OPTION: True})  # SQLite: BEGIN IMMEDIATE
             self._local.writer = CatalogWriter(session)
             try:
                 yield self._local.writer
@@ -140,30 +143,12 @@ class Catalog:
                 self._local.writer = None
 
     @contextmanager
-    def session(self, *, write: bool = False) -> Iterator[Session]:
-        """One ORM transaction, for store modules that own other tables (``hub_catalog``).
+    def reading(self) -> Iterator[Reader]:
+        """One read transaction for plain SQL reads (``reads.py``, ``hub_catalog``).
 
-        Commits on success, rolls back on any exception. Pass ``write=True`` for a transaction that
-        writes (SQLite: ``BEGIN IMMEDIATE``). Objects read in it stay usable after it ends
-        (``expire_on_commit=False``). Inside ``transaction()`` on the same thread it is a savepoint
-        of that transaction.
+        Inside ``transaction()`` on the same thread it reads that transaction (its own writes
+        included); otherwise a fresh snapshot of what is committed.
         """
-        outer: CatalogWriter | None = getattr(self._local, "writer", None)
-        if outer is not None:
-            with outer.session.begin_nested():
-                yield outer.session
-            return
-        from sqlalchemy.orm import Session  # lazy: SQLAlchemy's ORM, only for writes and hub tables
-
-        from adapterhub.store.database import WRITE_OPTION
-
-        with Session(self.engine, expire_on_commit=False, autoflush=False) as session, session.begin():
-            session.connection(execution_options={WRITE_OPTION: write})
-            yield session
-
-    @contextmanager
-    def _reading(self) -> Iterator[Reader]:
-        """One read transaction: the open write transaction on this thread, else a fresh snapshot."""
         outer: CatalogWriter | None = getattr(self._local, "writer", None)
         if outer is not None:
             yield outer.reader
@@ -317,12 +302,12 @@ class Catalog:
         Raises:
             AdapterNotFoundError: no such adapter.
         """
-        with self._reading() as reader:
+        with self.reading() as reader:
             return reads.get_adapter(reader, name)
 
     def exists(self, name: str) -> bool:
         """Whether an adapter named ``name`` is in the catalog."""
-        with self._reading() as reader:
+        with self.reading() as reader:
             return reads.adapter_exists(reader, name)
 
     def list(
@@ -349,7 +334,7 @@ class Catalog:
         if limit is not None and limit < 0 or offset < 0:
             raise InvalidParameterError("limit and offset must be >= 0")
         where = reads.AdapterFilter(base_model=base_model, task=task, tag=tag, query=query)
-        with self._reading() as reader:
+        with self.reading() as reader:
             return reads.list_adapters(reader, where, limit=limit, offset=offset)
 
     def count(
@@ -362,23 +347,23 @@ class Catalog:
     ) -> int:
         """How many adapters ``list`` would return without ``limit``/``offset`` (for paging)."""
         where = reads.AdapterFilter(base_model=base_model, task=task, tag=tag, query=query)
-        with self._reading() as reader:
+        with self.reading() as reader:
             return reads.count_adapters(reader, where)
 
     def names(self) -> builtins.list[str]:
         """All adapter names, sorted (cheap: no JSON columns are read)."""
-        with self._reading() as reader:
+        with self.reading() as reader:
             return reads.adapter_names(reader)
 
     def digest_in_use(self, digest: str) -> bool:
         """Whether any adapter head or any revision references this blob (do not delete it then)."""
         validate_digest(digest)
-        with self._reading() as reader:
+        with self.reading() as reader:
             return reads.digest_in_use(reader, digest)
 
     def referenced_digests(self) -> set[str]:
         """Every blob digest the catalog references (input to ``BlobStore.gc``)."""
-        with self._reading() as reader:
+        with self.reading() as reader:
             return reads.referenced_digests(reader)
 
     def lineage(self, name: str) -> builtins.list[LineageRecord]:
@@ -387,7 +372,7 @@ class Catalog:
         Raises:
             AdapterNotFoundError: no such adapter.
         """
-        with self._reading() as reader:
+        with self.reading() as reader:
             return reads.lineage(reader, name)
 
     def descendants(self, name: str) -> builtins.list[LineageRecord]:
@@ -395,7 +380,7 @@ class Catalog:
 
         Works for names no longer in the catalog: lineage keeps parents by name.
         """
-        with self._reading() as reader:
+        with self.reading() as reader:
             return reads.descendants(reader, name)
 
     def revisions(self, name: str) -> builtins.list[RevisionRecord]:
@@ -404,7 +389,7 @@ class Catalog:
         Raises:
             AdapterNotFoundError: no such adapter.
         """
-        with self._reading() as reader:
+        with self.reading() as reader:
             return reads.revisions(reader, name)
 
     def get_revision(self, name: str, revision: str | None = None) -> RevisionRecord:
@@ -415,7 +400,7 @@ class Catalog:
             AdapterNotFoundError: no such adapter.
             RevisionNotFoundError: no such revision, or the prefix matches several.
         """
-        with self._reading() as reader:
+        with self.reading() as reader:
             return reads.get_revision(reader, name, revision)
 
     def metrics(self, name: str) -> builtins.list[MetricRecord]:
@@ -424,5 +409,5 @@ class Catalog:
         Raises:
             AdapterNotFoundError: no such adapter.
         """
-        with self._reading() as reader:
+        with self.reading() as reader:
             return reads.metrics(reader, name)

@@ -1,10 +1,12 @@
-"""Database operations on the hub server's tables (``orm_hub``), on a ``Catalog``'s engine.
+"""Database operations on the hub server's tables (``orm_hub``), on a ``Catalog``'s database.
 
 Plain functions over a ``Catalog`` rather than methods on it, so the catalog stays about adapters
-and the hub tables stay in one place. Each function is one transaction (``Catalog.session``, so
-SQLite writes take the write lock up front exactly as catalog writes do; inside
-``Catalog.transaction()`` they join that transaction) and returns frozen records, never ORM
-objects. Attaching files to a revision is a write of the catalog transaction
+and the hub tables stay in one place. Each function is one transaction and returns frozen records,
+never ORM objects. Reads are plain SQL through ``Catalog.reading()``; writes use the ORM tables
+in a ``Catalog.transaction()`` (SQLite writes take the write lock up front, as catalog writes do),
+imported on the first write: like the catalog's own reads, these need no SQLAlchemy on a SQLite
+file, so importing this module costs the CLI nothing. Inside a ``Catalog.transaction()`` every
+function joins that transaction. Attaching files to a revision is a write of the catalog transaction
 (``CatalogWriter.add_revision_files``), so a revision and its files can commit together.
 """
 
@@ -15,14 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import delete, exists, select, update
-from sqlalchemy.exc import IntegrityError
-
 from adapterhub.errors import AuthError, InvalidParameterError
+from adapterhub.store import reads
 from adapterhub.store.catalog import Catalog
-from adapterhub.store.orm_hub import HubRepo, RevisionFile, Token
 from adapterhub.store.records import RevisionFileRecord
-from adapterhub.store.writer import revision_pk
 
 __all__ = [
     "HubRepoRecord",
@@ -80,11 +78,16 @@ def _now() -> datetime:
 
 def create_repo(catalog: Catalog, name: str, *, private: bool) -> bool:
     """Record a hub repo; returns False (and changes nothing) when it was already recorded."""
+    from sqlalchemy.exc import IntegrityError  # lazy, as in every write here: SQLAlchemy and the ORM
+
+    from adapterhub.store.orm_hub import HubRepo
+
     try:
-        with catalog.session(write=True) as session:
-            if session.scalar(select(exists().where(HubRepo.name == name))):
+        with catalog.transaction() as tx:
+            if get_repo(catalog, name) is not None:  # reads inside the transaction see its rows
                 return False
-            session.add(HubRepo(name=name, private=private, created=_now()))
+            tx.session.add(HubRepo(name=name, private=private, created=_now()))
+            tx.session.flush()
     except IntegrityError:  # another process created it between our check and our insert
         return False
     return True
@@ -92,15 +95,15 @@ def create_repo(catalog: Catalog, name: str, *, private: bool) -> bool:
 
 def get_repo(catalog: Catalog, name: str) -> HubRepoRecord | None:
     """The hub repo row of ``name``, or None when it was never created through the hub API."""
-    with catalog.session() as session:
-        row = session.scalars(select(HubRepo).where(HubRepo.name == name)).one_or_none()
-        return HubRepoRecord(row.name, row.private, row.created) if row else None
+    with catalog.reading() as reader:
+        rows = reader.rows("SELECT name, private, created FROM hub_repos WHERE name = :name", {"name": name})
+    return HubRepoRecord(rows[0][0], bool(rows[0][1]), reads.as_utc(rows[0][2])) if rows else None
 
 
 def private_repo_names(catalog: Catalog) -> set[str]:
     """Names of the repos created private (hidden from anonymous listings)."""
-    with catalog.session() as session:
-        return set(session.scalars(select(HubRepo.name).where(HubRepo.private.is_(True))))
+    with catalog.reading() as reader:
+        return {r[0] for r in reader.rows("SELECT name FROM hub_repos WHERE private = :yes", {"yes": True})}
 
 
 # -- revision files ------------------------------------------------------------------------------
@@ -116,32 +119,38 @@ def add_revision_files(catalog: Catalog, name: str, revision: str, files: Sequen
 
 
 def revision_files(catalog: Catalog, name: str, revision: str) -> list[RevisionFileRecord]:
-    """The extra files of one revision (full 40-hex id), by path."""
-    with catalog.session() as session:
-        rev_id = revision_pk(session, name, revision)
-        rows = session.scalars(
-            select(RevisionFile).where(RevisionFile.revision_id == rev_id).order_by(RevisionFile.path)
-        ).all()
-        return [RevisionFileRecord(r.path, r.digest, r.size) for r in rows]
+    """The extra files of one revision (full 40-hex id), by path.
+
+    Raises:
+        RevisionNotFoundError: no such adapter or revision.
+    """
+    with catalog.reading() as reader:
+        rows = reader.rows(
+            "SELECT path, digest, size FROM revision_files WHERE revision_id = :id ORDER BY path",
+            {"id": reads.revision_row_id(reader, name, revision)},
+        )
+    return [RevisionFileRecord(r[0], r[1], r[2]) for r in rows]
 
 
 def referenced_file_digests(catalog: Catalog) -> set[str]:
     """Every blob digest that a revision file references (add these to the catalog's for ``gc``)."""
-    with catalog.session() as session:
-        return set(session.scalars(select(RevisionFile.digest).distinct()))
+    with catalog.reading() as reader:
+        return {r[0] for r in reader.rows("SELECT DISTINCT digest FROM revision_files")}
 
 
 def file_digest_in_use(catalog: Catalog, digest: str) -> bool:
     """Whether any revision file references this blob."""
-    with catalog.session() as session:
-        return bool(session.scalar(select(exists().where(RevisionFile.digest == digest))))
+    with catalog.reading() as reader:
+        return bool(reader.rows("SELECT 1 FROM revision_files WHERE digest = :digest LIMIT 1", {"digest": digest}))
 
 
 # -- tokens --------------------------------------------------------------------------------------
 
+_TOKEN_COLUMNS = "id, name, write, created, last_used"
 
-def _token_record(row: Token) -> TokenRecord:
-    return TokenRecord(row.id, row.name, row.write, row.created, row.last_used)
+
+def _token_record(r: Sequence[Any]) -> TokenRecord:
+    return TokenRecord(r[0], r[1], bool(r[2]), reads.as_utc(r[3]), None if r[4] is None else reads.as_utc(r[4]))
 
 
 def add_token(catalog: Catalog, *, name: str, token_sha256: str, write: bool) -> TokenRecord:
@@ -150,12 +159,16 @@ def add_token(catalog: Catalog, *, name: str, token_sha256: str, write: bool) ->
     Raises:
         InvalidParameterError: a token with this name exists.
     """
+    from sqlalchemy.exc import IntegrityError  # lazy: SQLAlchemy and the ORM
+
+    from adapterhub.store.orm_hub import Token
+
     try:
-        with catalog.session(write=True) as session:
+        with catalog.transaction() as tx:
             row = Token(name=name, token_sha256=token_sha256, write=write, created=_now(), last_used=None)
-            session.add(row)
-            session.flush()
-            return _token_record(row)
+            tx.session.add(row)
+            tx.session.flush()
+            return TokenRecord(row.id, row.name, row.write, row.created, row.last_used)
     except IntegrityError:
         raise InvalidParameterError(
             f"a token named {name!r} exists; choose another --name or revoke it with `adapterhub token revoke {name}`"
@@ -164,8 +177,8 @@ def add_token(catalog: Catalog, *, name: str, token_sha256: str, write: bool) ->
 
 def list_tokens(catalog: Catalog) -> list[TokenRecord]:
     """All tokens, oldest first."""
-    with catalog.session() as session:
-        return [_token_record(r) for r in session.scalars(select(Token).order_by(Token.id))]
+    with catalog.reading() as reader:
+        return [_token_record(r) for r in reader.rows(f"SELECT {_TOKEN_COLUMNS} FROM tokens ORDER BY id")]
 
 
 def remove_token(catalog: Catalog, key: str) -> TokenRecord:
@@ -174,25 +187,33 @@ def remove_token(catalog: Catalog, key: str) -> TokenRecord:
     Raises:
         AuthError: no such token.
     """
-    with catalog.session(write=True) as session:
-        row = session.scalars(select(Token).where(Token.name == key)).one_or_none()
-        if row is None and key.isdigit():
-            row = session.get(Token, int(key))
-        if row is None:
+    from sqlalchemy import delete  # lazy: SQLAlchemy and the ORM
+
+    from adapterhub.store.orm_hub import Token
+
+    with catalog.transaction() as tx:
+        rows = tx.reader.rows(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE name = :key", {"key": key})
+        if not rows and key.isdigit():
+            rows = tx.reader.rows(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE id = :id", {"id": int(key)})
+        if not rows:
             raise AuthError(f"no token named {key!r}; see `adapterhub token list`")
-        record = _token_record(row)
-        session.execute(delete(Token).where(Token.id == row.id))
-        return record
+        record = _token_record(rows[0])
+        tx.session.execute(delete(Token).where(Token.id == record.id))
+    return record
 
 
 def find_token(catalog: Catalog, token_sha256: str) -> TokenRecord | None:
     """The token whose secret hashes to ``token_sha256``, or None."""
-    with catalog.session() as session:
-        row = session.scalars(select(Token).where(Token.token_sha256 == token_sha256)).one_or_none()
-        return _token_record(row) if row else None
+    with catalog.reading() as reader:
+        rows = reader.rows(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE token_sha256 = :sha", {"sha": token_sha256})
+    return _token_record(rows[0]) if rows else None
 
 
 def touch_token(catalog: Catalog, token_id: int, when: datetime | None = None) -> None:
     """Record that a token was just used (callers throttle this; it is a write)."""
-    with catalog.session(write=True) as session:
-        session.execute(update(Token).where(Token.id == token_id).values(last_used=when or _now()))
+    from sqlalchemy import update  # lazy: SQLAlchemy and the ORM
+
+    from adapterhub.store.orm_hub import Token
+
+    with catalog.transaction() as tx:
+        tx.session.execute(update(Token).where(Token.id == token_id).values(last_used=when or _now()))

@@ -41,7 +41,9 @@ __all__ = [
     "lineage",
     "list_adapters",
     "metrics",
+    "as_utc",
     "referenced_digests",
+    "revision_row_id",
     "revisions",
 ]
 
@@ -60,7 +62,7 @@ _REVISION_COLUMNS = (
 )
 
 
-def _utc(value: datetime | str) -> datetime:
+def as_utc(value: datetime | str) -> datetime:
     """A stored timestamp as an aware UTC datetime (SQLite keeps naive UTC text)."""
     if type(value) is str:
         value = datetime.fromisoformat(value)
@@ -99,7 +101,7 @@ def _adapter_records(rows: Sequence[Sequence[Any]]) -> list[AdapterRecord]:
         if type(created) is str:  # SQLite: naive UTC text
             created = datetime.fromisoformat(created).replace(tzinfo=_UTC)
         else:
-            created = _utc(created)
+            created = as_utc(created)
         records.append(
             AdapterRecord(
                 name=r[0],
@@ -292,8 +294,24 @@ def _revision_record(r: Sequence[Any]) -> RevisionRecord:
         config=_json(r[4]),
         message=r[5],
         source_revision=r[6],
-        created=_utc(r[7]),
+        created=as_utc(r[7]),
     )
+
+
+def revision_row_id(reader: Reader, name: str, revision: str) -> int:
+    """The row id of revision ``revision`` (a full 40-hex id) of adapter ``name``.
+
+    Raises:
+        RevisionNotFoundError: no such adapter or revision.
+    """
+    rows = reader.rows(
+        "SELECT r.id FROM adapter_revisions r JOIN adapters a ON r.adapter_id = a.id"
+        " WHERE a.name = :name AND r.revision = :revision",
+        {"name": name, "revision": revision},
+    )
+    if not rows:
+        raise RevisionNotFoundError(name, revision)
+    return int(rows[0][0])
 
 
 def revisions(reader: Reader, name: str) -> list[RevisionRecord]:
@@ -355,6 +373,6 @@ def metrics(reader: Reader, name: str) -> list[MetricRecord]:
         {"id": adapter_id(reader, name)},
     )
     return [
-        MetricRecord(task=r[0], split=r[1], metric=r[2], value=r[3], extra=_json(r[4]), created=_utc(r[5]))
+        MetricRecord(task=r[0], split=r[1], metric=r[2], value=r[3], extra=_json(r[4]), created=as_utc(r[5]))
         for r in rows
     ]

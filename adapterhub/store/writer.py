@@ -23,7 +23,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from adapterhub.errors import AdapterExistsError, AdapterNotFoundError, InvalidParameterError, RevisionNotFoundError
+from adapterhub.errors import AdapterExistsError, AdapterNotFoundError, InvalidParameterError
 from adapterhub.names import validate_name
 from adapterhub.store import reads
 from adapterhub.store.blobs import validate_digest
@@ -41,7 +41,7 @@ from adapterhub.store.records import (
 )
 from adapterhub.store.revision_ids import FIRST_MESSAGE, make_revision_id
 
-__all__ = ["CatalogWriter", "prepare_record", "revision_pk"]
+__all__ = ["CatalogWriter", "prepare_record"]
 
 _ADAPTER_FIELDS = (
     "name", "digest", "size", "rank", "alpha", "target_modules", "config", "base_model", "ranks", "task",
@@ -105,22 +105,6 @@ def _first_revision(record: AdapterRecord, message: str) -> dict[str, Any]:
     }
 
 
-def revision_pk(session: Session, name: str, revision: str) -> int:
-    """The row id of revision ``revision`` (full 40-hex id) of adapter ``name``.
-
-    Raises:
-        RevisionNotFoundError: no such adapter or revision.
-    """
-    rev_id = session.scalar(
-        select(AdapterRevision.id)
-        .join(Adapter, AdapterRevision.adapter_id == Adapter.id)
-        .where(Adapter.name == name, AdapterRevision.revision == revision)
-    )
-    if rev_id is None:
-        raise RevisionNotFoundError(name, revision)
-    return rev_id
-
-
 class CatalogWriter:
     """The writes of one catalog transaction; get one from ``Catalog.transaction()``.
 
@@ -129,7 +113,7 @@ class CatalogWriter:
     """
 
     def __init__(self, session: Session) -> None:
-        self.session = session  # for store modules that own other tables (hub_catalog)
+        self.session = session  # the ORM session, for store modules that own other tables (hub_catalog)
 
     @property
     def reader(self) -> Reader:
@@ -369,7 +353,7 @@ class CatalogWriter:
             return
         for f in files:
             validate_digest(f.digest)
-        rev_id = revision_pk(self.session, name, revision)
+        rev_id = reads.revision_row_id(self.reader, name, revision)
         self.session.add_all(RevisionFile(revision_id=rev_id, path=f.path, digest=f.digest, size=f.size) for f in files)
         self.session.flush()
 
