@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from adapterhub.errors import ForbiddenFileError, InvalidRepoPathError
-from adapterhub.lora import WEIGHTS_NAME
+from adapterhub.lora import README_NAME, WEIGHTS_NAME
 
 __all__ = [
     "DEFAULT_MAX_UPLOAD_BYTES",
@@ -21,7 +21,6 @@ __all__ = [
     "check_repo_path",
 ]
 
-README_NAME = "README.md"
 DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024**3  # 2 GiB of file bytes per commit
 LFS_THRESHOLD = 10 * 1024**2  # files this large are listed as LFS files, as the Hugging Face hub does
 

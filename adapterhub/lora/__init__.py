@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from adapterhub.lora.config import CONFIG_NAME, LEGACY_WEIGHTS_NAME, WEIGHTS_NAME, AdapterConfig, lora_scale
+from adapterhub.lora.config import (
+    CONFIG_NAME,
+    LEGACY_WEIGHTS_NAME,
+    README_NAME,
+    WEIGHTS_NAME,
+    AdapterConfig,
+    lora_scale,
+)
 
 if TYPE_CHECKING:
     from adapterhub.lora.adapter import LoraAdapter
@@ -17,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONFIG_NAME",
     "LEGACY_WEIGHTS_NAME",
+    "README_NAME",
     "WEIGHTS_NAME",
     "AdapterConfig",
     "LoraAdapter",

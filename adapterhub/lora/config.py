@@ -18,6 +18,7 @@ from adapterhub.errors import InvalidAdapterError, UnsupportedAdapterError
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 LEGACY_WEIGHTS_NAME = "adapter_model.bin"
+README_NAME = "README.md"  # the model card a hub repo carries beside the adapter files
 
 
 def lora_scale(rank: int, alpha: float, *, use_rslora: bool = False) -> float:

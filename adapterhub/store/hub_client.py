@@ -16,17 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from adapterhub.errors import AdapterHubError, AuthError, HubError
-from adapterhub.lora import CONFIG_NAME, WEIGHTS_NAME
+from adapterhub.lora import CONFIG_NAME, README_NAME, WEIGHTS_NAME
 from adapterhub.settings import env_flag
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
 
-__all__ = ["CARD_NAME", "HubClient", "RemoteRevision"]
-
-# The model card a pull downloads with the weights. The same file name as ``hubformat.README_NAME``,
-# which this layer cannot import (hubformat sits above store/).
-CARD_NAME = "README.md"
+__all__ = ["HubClient", "RemoteRevision"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +122,7 @@ class HubClient:
             return HubError(f"hub request for {where} failed with HTTP {status}{detail}")
         if isinstance(e, unreachable):
             return HubError(f"cannot reach {self.endpoint} ({e}); check HF_ENDPOINT and the network")
-        if isinstance(e, ValueError) and CARD_NAME in str(e):
+        if isinstance(e, ValueError) and README_NAME in str(e):
             return HubError(f"the hub refused the model card of {where}: {e}")
         return None
 
@@ -192,7 +188,7 @@ class HubClient:
                 token=self.token,
                 cache_dir=self.cache_dir,
                 local_files_only=self.offline,
-                allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME],
+                allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, README_NAME],
             )
         folder = Path(path)
         if not (folder / WEIGHTS_NAME).is_file():

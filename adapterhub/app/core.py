@@ -1,0 +1,50 @@
+"""``HubCore``: the state every service of the facade works on.
+
+The services (``ingest``, ``merging``, ``sync``, ``repos``, ``tokens``, ``evaluation``) are plain
+functions that take a ``HubCore`` first; ``AdapterHub`` subclasses it and binds those functions as
+its methods. Keeping the state here, below every service, means a service never imports the
+facade, and every cache or lock the services share is declared once, with its type, in
+``__init__`` instead of being conjured up on first use.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from adapterhub.settings import Settings, load_settings
+from adapterhub.store import BlobStore, Catalog
+
+
+class HubCore:
+    """Settings, catalog and blob store, plus the process-local caches and locks of the services.
+
+    Args:
+        home: state folder (default ``ADAPTERHUB_HOME`` or ``~/.adapterhub``).
+        database_url: SQLAlchemy URL (default ``ADAPTERHUB_DATABASE_URL`` or SQLite under home).
+    """
+
+    def __init__(self, home: str | Path | None = None, database_url: str | None = None) -> None:
+        self.settings: Settings = load_settings(home, database_url)
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        self.blobs: BlobStore = BlobStore(self.settings.blob_root)
+        self.catalog: Catalog = Catalog(self.settings.database_url)
+        # tokens: when each token's last_used was last written (monotonic seconds), so that a busy
+        # client costs one write a minute, not one per request
+        self.token_last_touched: dict[int, float] = {}
+        # repos: one lock per repo, so two commits to one repo in this process queue up instead of
+        # both reading the same head (the database's compare-and-set catches other processes)
+        self.commit_locks: dict[str, threading.Lock] = {}
+        self.commit_locks_guard: threading.Lock = threading.Lock()
+        # evaluation: the base model's accuracy per (base model, task, protocol, split); it never
+        # changes, and every merged adapter's report needs it
+        self.zero_shot_cache: dict[tuple[str, str, str, str], float] = {}
+
+    def commit_lock(self, repo_id: str) -> threading.Lock:
+        """The lock that serialises this process's commits to ``repo_id``."""
+        with self.commit_locks_guard:
+            return self.commit_locks.setdefault(repo_id, threading.Lock())
+
+    def close(self) -> None:
+        """Release the catalog's connections."""
+        self.catalog.close()

@@ -1,0 +1,153 @@
+"""``AdapterHub``: the one facade that the CLI and the HTTP server call.
+
+It keeps the settings, the catalog and the blob store (``HubCore``) and answers the simple reads
+itself: get, list, show, remove, lineage, verify, gc. Everything else is a service module in this
+package (``ingest``, ``merging``, ``sync``, ``repos``, ``tokens``, ``evaluation``): a plain
+function that takes the core first, bound here as a method in one line, so ``AdapterHub.merge``
+is ``merging.merge`` with its signature and docstring. A new capability is one engine package plus
+one service module, and one line per method here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapterhub.app import evaluation, ingest, merging, repos, sync, tokens
+from adapterhub.app.core import HubCore
+from adapterhub.errors import AdapterNotFoundError
+from adapterhub.store import AdapterRecord
+
+
+class AdapterHub(HubCore):
+    """The adapterhub application: catalog + blob store + engines behind one API.
+
+    Args:
+        home: state folder (default ``ADAPTERHUB_HOME`` or ``~/.adapterhub``).
+        database_url: SQLAlchemy URL (default ``ADAPTERHUB_DATABASE_URL`` or SQLite under home).
+
+    Example:
+        >>> hub = AdapterHub()
+        >>> hub.add("./my-lora", "acme/sql-lora", task="text-to-sql")
+    """
+
+    # ---------------------------------------------------------------- writes: one path (ingest)
+    add = ingest.add
+    add_adapter = ingest.add_adapter
+    add_metrics = ingest.add_metrics
+    load = ingest.load
+    export = ingest.export
+
+    # ---------------------------------------------------------------- engines and workflows
+    merge = merging.merge
+    merge_parameters = staticmethod(merging.merge_parameters)
+    methods = staticmethod(merging.methods)
+    train = evaluation.train
+    evaluate_adapter = evaluation.evaluate_adapter
+
+    # ---------------------------------------------------------------- hub: client, server, tokens
+    push = sync.push
+    pull = sync.pull
+    create_token = tokens.create_token
+    list_tokens = tokens.list_tokens
+    revoke_token = tokens.revoke_token
+    check_token = tokens.check_token
+    hub_create_repo = repos.create_repo
+    hub_repo_private = repos.repo_private
+    hub_private_repos = repos.private_repos
+    hub_snapshot = repos.snapshot
+    hub_staging = repos.staging
+    hub_commit = repos.commit
+    hub_referenced_digests = repos.referenced_digests
+
+    # ---------------------------------------------------------------- reads
+    def get(self, name: str) -> AdapterRecord:
+        """The catalog record for ``name`` (raises ``AdapterNotFoundError``)."""
+        return self.catalog.get(name)
+
+    def list(
+        self,
+        *,
+        base_model: str | None = None,
+        task: str | None = None,
+        tag: str | None = None,
+        query: str | None = None,
+        limit: int | None = None,
+    ) -> list[AdapterRecord]:
+        """Catalog entries, filtered, ordered by name."""
+        return self.catalog.list(base_model=base_model, task=task, tag=tag, query=query, limit=limit)
+
+    def show(self, name: str) -> dict[str, Any]:
+        """Everything known about one adapter: record, lineage, metrics, revisions."""
+        record = self.catalog.get(name)
+        return {
+            **record.to_dict(),
+            "lineage": [p.to_dict() for p in self.catalog.lineage(name)],
+            "children": sorted({c.child_name for c in self.catalog.descendants(name) if c.child_name}),
+            "metrics": [m.to_dict() for m in self.catalog.metrics(name)],
+            "revisions": [r.to_dict() for r in self.catalog.revisions(name)],
+        }
+
+    def remove(self, name: str) -> AdapterRecord:
+        """Delete the catalog entry; its blob goes too when nothing else references it."""
+        record = self.catalog.remove(name)
+        if not ingest.blob_referenced(self, record.digest):
+            self.blobs.delete(record.digest)
+        return record
+
+    def lineage(self, name: str) -> dict[str, Any]:
+        """The ancestry tree of ``name``: each node lists its parents recursively.
+
+        A removed parent stays in the tree as ``{"name", "missing": true}``: lineage outlives
+        its parents. Raises ``AdapterNotFoundError`` when ``name`` itself is not in the catalog.
+        """
+        if not self.catalog.exists(name):
+            raise AdapterNotFoundError(name)
+        return self._lineage_node(name, seen=set())
+
+    def _lineage_node(self, name: str, seen: set[str]) -> dict[str, Any]:
+        node: dict[str, Any] = {"name": name, "parents": []}
+        if name in seen or not self.catalog.exists(name):
+            node["missing"] = not self.catalog.exists(name)
+            return node
+        seen.add(name)
+        record = self.catalog.get(name)
+        node.update(digest=record.digest, base_model=record.base_model)
+        for parent in self.catalog.lineage(name):
+            child = self._lineage_node(parent.parent_name, seen)
+            child.update(operation=parent.operation, weight=parent.weight, params=parent.params)
+            node["parents"].append(child)
+        return node
+
+    def _referenced_digests(self) -> set[str]:
+        """Every blob something points at: adapter revisions and the hub's other files (model cards)."""
+        return self.catalog.referenced_digests() | repos.referenced_digests(self)
+
+    def gc(self, *, grace_seconds: float = 3600.0) -> dict[str, Any]:
+        """Remove blobs no catalog entry references and temp files left by killed processes.
+
+        Anything younger than ``grace_seconds`` is kept: another process may be between writing a
+        blob and committing its row. Use 0 only when nothing else writes to this home.
+        """
+        result = self.blobs.gc(self._referenced_digests(), grace_seconds=grace_seconds)
+        return {
+            "blobs": list(result.blobs),
+            "temp_files": [str(p) for p in result.temp_files],
+            "bytes_freed": result.bytes_freed,
+        }
+
+    def verify(self) -> dict[str, list[str]]:
+        """Check every referenced blob exists and hashes to its digest."""
+        bad: list[str] = []
+        missing: list[str] = []
+        for digest in sorted(self._referenced_digests()):
+            if not self.blobs.has(digest):
+                missing.append(digest)
+            elif not self.blobs.verify(digest):
+                bad.append(digest)
+        return {"missing": missing, "corrupt": bad}
+
+    def __enter__(self) -> AdapterHub:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

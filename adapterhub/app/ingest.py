@@ -1,0 +1,304 @@
+"""The one write path: a blob, its catalog rows, metrics, lineage and extra files, all or nothing.
+
+Every way an adapter enters the catalog (``add``, ``merge``, ``train``, ``pull``, a hub commit)
+ends here. The order of writes is what makes it crash-safe: blobs are written (atomically) first,
+then every row that points to them is committed in ONE catalog transaction. A crash or an error at
+any step leaves at worst unreferenced blobs (removed here on error, by ``gc`` after a crash), never
+a row without its blob, and never a revision without its metrics or its extra files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from adapterhub.app.core import HubCore
+from adapterhub.errors import AdapterExistsError, BlobCorruptError, InvalidParameterError
+from adapterhub.files import CHUNK, atomic_write
+from adapterhub.lora import CONFIG_NAME, WEIGHTS_NAME, AdapterConfig
+from adapterhub.names import validate_name
+from adapterhub.store import AdapterRecord, LineageRecord, MetricRecord, RevisionFileRecord
+from adapterhub.store.hub_catalog import file_digest_in_use
+from adapterhub.store.records import normalise_tags
+
+if TYPE_CHECKING:  # torch-backed: loaded on use, so catalog-only commands start fast
+    from adapterhub.lora import LoraAdapter
+
+
+@dataclass(frozen=True, slots=True)
+class ExtraFile:
+    """A file stored beside a revision's weights (a model card, a tokenizer file, ...).
+
+    ``local_path`` is where its bytes are now (a received upload), or ``None`` when a blob with
+    ``digest`` is already stored (a file carried over from the previous head).
+    """
+
+    path: str
+    digest: str
+    size: int
+    local_path: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Description:
+    """What the catalog says about an entry besides its weights; a new revision may replace it."""
+
+    task: str | None = None
+    tags: Sequence[str] = ()
+    description: str = ""
+
+
+def summarise_targets(adapter: LoraAdapter) -> list[str]:
+    """Target modules as users name them (last path component), from the tensors actually present."""
+    return sorted({path.rsplit(".", 1)[-1] for path in adapter.module_paths})
+
+
+def _weights_chunks(adapter: LoraAdapter) -> Iterator[bytes]:
+    """The canonical safetensors bytes, with each tensor's values checked as it streams by."""
+    return adapter.iter_weights_bytes(check_values=True)
+
+
+def blob_referenced(core: HubCore, digest: str) -> bool:
+    """Whether any revision or revision file points at this blob (then it must stay)."""
+    return core.catalog.digest_in_use(digest) or file_digest_in_use(core.catalog, digest)
+
+
+@contextmanager
+def _stored_blobs(core: HubCore, adapter: LoraAdapter, files: Sequence[ExtraFile]) -> Iterator[tuple[str, int]]:
+    """Write the weights' and extra files' blobs; yields (weights digest, size).
+
+    If the block raises (the rows were not committed), blobs that nothing references are deleted
+    again, so a refused commit leaves the store as it was.
+    """
+    written: list[str] = []
+    try:
+        for f in files:
+            if f.local_path is not None and not core.blobs.has(f.digest):
+                core.blobs.put_file(f.local_path, f.digest)
+                written.append(f.digest)
+        with core.blobs.writer() as writer:
+            for chunk in _weights_chunks(adapter):
+                writer.write(chunk)
+        written.append(writer.digest)
+        yield writer.digest, writer.size
+    except BaseException:
+        for digest in written:
+            if not blob_referenced(core, digest):
+                core.blobs.delete(digest)
+        raise
+
+
+def _content_fields(adapter: LoraAdapter) -> dict[str, object]:
+    """The catalog columns that follow an adapter's content (they change with each revision)."""
+    ranks = adapter.ranks()
+    return {
+        "rank": max(ranks.values()),
+        "alpha": adapter.config.lora_alpha,
+        "ranks": ranks if len(set(ranks.values())) > 1 else None,
+        "target_modules": summarise_targets(adapter),
+        "base_model": adapter.base_model,
+    }
+
+
+def store_new(
+    core: HubCore,
+    adapter: LoraAdapter,
+    name: str,
+    *,
+    about: Description = Description(),
+    lineage: Sequence[LineageRecord] = (),
+    metrics: Sequence[MetricRecord] = (),
+    files: Sequence[ExtraFile] = (),
+    operation: str = "import",
+    source: str | None = None,
+    source_repo: str | None = None,
+    source_revision: str | None = None,
+) -> AdapterRecord:
+    """Store ``adapter`` as the new entry ``name``: blobs first, then every row in one transaction.
+
+    ``operation`` and ``source`` become the first revision's message ("import: ./my-lora"), so
+    ``show`` tells where an entry came from even when it has no parents.
+
+    Raises:
+        InvalidNameError, AdapterExistsError, InvalidParameterError (tags), InvalidAdapterError
+        (non-finite values, found while the blob is written).
+    """
+    validate_name(name)
+    if core.catalog.exists(name):
+        raise AdapterExistsError(name)
+    tags = list(normalise_tags(about.tags))  # checked before any blob is written
+    with _stored_blobs(core, adapter, files) as (digest, size):
+        record = AdapterRecord(
+            name=name,
+            task=about.task,
+            tags=tags,
+            description=about.description or "",
+            digest=digest,
+            size=size,
+            config=adapter.config.raw,
+            source_repo=source_repo,
+            source_revision=source_revision,
+            created=datetime.now(timezone.utc),
+            **_content_fields(adapter),  # type: ignore[arg-type]
+        )
+        with core.catalog.transaction() as tx:
+            stored = tx.add(record, lineage, message=f"{operation}: {source}" if source else operation)
+            for m in metrics:
+                tx.add_metric(name, task=m.task, split=m.split, metric=m.metric, value=m.value, extra=m.extra)
+            tx.add_revision_files(name, stored.revision, [RevisionFileRecord(f.path, f.digest, f.size) for f in files])
+        return stored
+
+
+def store_revision(
+    core: HubCore,
+    name: str,
+    adapter: LoraAdapter,
+    *,
+    message: str,
+    about: Description | None = None,
+    metrics: Sequence[MetricRecord] = (),
+    files: Sequence[ExtraFile] = (),
+    source_repo: str | None = None,
+    source_revision: str | None = None,
+) -> str:
+    """Store ``adapter`` as the new head revision of ``name``, with its files, in one transaction.
+
+    ``about`` (when given) replaces the entry's task, tags and description in the same transaction.
+
+    Returns:
+        The new revision id.
+    """
+    tags = list(normalise_tags(about.tags)) if about is not None else None
+    with _stored_blobs(core, adapter, files) as (digest, size):
+        extra = {"source_repo": source_repo} if source_repo is not None else {}
+        with core.catalog.transaction() as tx:
+            revision = tx.add_revision(
+                name,
+                digest=digest,
+                size=size,
+                config=adapter.config.raw,
+                message=message,
+                source_revision=source_revision,
+                **_content_fields(adapter),  # type: ignore[arg-type]
+                **extra,
+            )
+            if about is not None:
+                tx.update(name, tags=tags, task=about.task or "", description=about.description)
+            for m in metrics:
+                tx.add_metric(name, task=m.task, split=m.split, metric=m.metric, value=m.value, extra=m.extra)
+            tx.add_revision_files(name, revision, [RevisionFileRecord(f.path, f.digest, f.size) for f in files])
+        return revision
+
+
+# ---------------------------------------------------------------------- the facade's methods
+
+
+def add(
+    core: HubCore,
+    path: str | Path,
+    name: str,
+    *,
+    task: str | None = None,
+    tags: Sequence[str] = (),
+    base_model: str | None = None,
+    description: str | None = None,
+) -> AdapterRecord:
+    """Import a PEFT adapter folder under ``name``.
+
+    The folder is read once: its structure (config, keys, shapes, ranks) is checked on opening,
+    its values (finite) while the canonical blob is written.
+
+    Raises:
+        InvalidNameError, AdapterExistsError, InvalidAdapterError, UnsupportedAdapterError.
+    """
+    validate_name(name)
+    if core.catalog.exists(name):
+        raise AdapterExistsError(name)
+    from adapterhub.lora import LoraAdapter
+
+    adapter = LoraAdapter.load(path, validate=False)
+    if base_model:
+        adapter = adapter.with_config(adapter.config.with_updates(base_model_name_or_path=base_model))
+    return add_adapter(core, adapter, name, task=task, tags=tags, description=description, source=str(path))
+
+
+def add_adapter(
+    core: HubCore,
+    adapter: LoraAdapter,
+    name: str,
+    *,
+    task: str | None = None,
+    tags: Sequence[str] = (),
+    description: str | None = None,
+    lineage: Sequence[LineageRecord] = (),
+    metrics: Sequence[MetricRecord] = (),
+    operation: str = "import",
+    source: str | None = None,
+) -> AdapterRecord:
+    """Store an in-memory or on-disk adapter (e.g. an engine's output) with its lineage and metrics."""
+    about = Description(task=task, tags=tags, description=description or "")
+    return store_new(
+        core, adapter, name, about=about, lineage=lineage, metrics=metrics, operation=operation, source=source
+    )
+
+
+def add_metrics(core: HubCore, name: str, metrics: Mapping[str, float], *, task: str, split: str = "test") -> None:
+    """Record measured numbers on ``name`` (one transaction)."""
+    with core.catalog.transaction() as tx:
+        for metric, value in metrics.items():
+            tx.add_metric(name, task=task, split=split, metric=metric, value=float(value))
+
+
+def load(core: HubCore, name: str, *, verify: bool = False) -> LoraAdapter:
+    """The stored adapter, read lazily from its blob (``verify``: re-hash the blob first)."""
+    record = core.catalog.get(name)
+    if verify and not core.blobs.verify(record.digest):
+        raise BlobCorruptError(
+            f"blob of '{name}' does not match its digest {record.digest}; the blob store is corrupt"
+        )
+    from adapterhub.lora import LoraAdapter
+
+    return LoraAdapter.from_files(AdapterConfig(record.config), core.blobs.path(record.digest), validate=False)
+
+
+def _check_export_folder(folder: Path, *, force: bool) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise InvalidParameterError(f"cannot export into '{folder}': it is a file; name a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not force:
+        raise InvalidParameterError(
+            f"'{folder}' is not empty; export into a new folder, or pass --force (force=True) to overwrite "
+            f"its {CONFIG_NAME} and {WEIGHTS_NAME}"
+        )
+
+
+def export(core: HubCore, name: str, folder: str | Path, *, force: bool = False) -> Path:
+    """Write ``name`` as a PEFT folder that ``PeftModel.from_pretrained`` loads.
+
+    The weights are copied from the blob while hashing, and the copy is only renamed into place
+    if it matches the digest, so a corrupt blob is reported, never exported. A non-empty folder is
+    refused unless ``force`` (then only the two adapter files are replaced).
+
+    Raises:
+        AdapterNotFoundError, InvalidParameterError, BlobCorruptError.
+    """
+    record = core.catalog.get(name)
+    folder = Path(folder)
+    _check_export_folder(folder, force=force)
+    folder.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    with atomic_write(folder / WEIGHTS_NAME) as out, core.blobs.open(record.digest) as src:
+        while chunk := src.read(CHUNK):
+            h.update(chunk)
+            out.write(chunk)
+        if h.hexdigest() != record.digest:
+            raise BlobCorruptError(
+                f"blob of '{name}' hashes to {h.hexdigest()}, not {record.digest}; the blob store is corrupt"
+            )
+    with atomic_write(folder / CONFIG_NAME, "w") as f:
+        f.write(AdapterConfig(record.config).to_json())
+    return folder

@@ -1,0 +1,212 @@
+"""The hub server's repo operations: create, describe a revision, receive a commit.
+
+A repo on this hub is a catalog entry: its commits are the entry's revisions, its weights and
+config come from the revision, other files (a model card, tokenizer files) are blobs attached to
+the revision. A received commit is validated whole and stored through ``ingest`` in one
+transaction, so a revision is visible with all its files or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from adapterhub.app.cards import card_description, card_metrics, read_card
+from adapterhub.app.core import HubCore
+from adapterhub.app.ingest import ExtraFile, store_new, store_revision
+from adapterhub.errors import (
+    CommitConflictError,
+    HubRevisionNotFoundError,
+    InvalidAdapterError,
+    RepoNotFoundError,
+    RevisionNotFoundError,
+)
+from adapterhub.hubformat import (
+    DEFAULT_MAX_UPLOAD_BYTES,
+    README_NAME,
+    HubFile,
+    HubSnapshot,
+    StagedFile,
+    UploadStaging,
+    apply_commit,
+    check_allowed_file,
+    render_card,
+)
+from adapterhub.lora import CONFIG_NAME, WEIGHTS_NAME, AdapterConfig
+from adapterhub.names import validate_name
+from adapterhub.store import hub_catalog
+from adapterhub.store.revision_ids import HEAD_ALIASES
+
+_ADAPTER_FILES = (CONFIG_NAME, WEIGHTS_NAME)
+
+
+def create_repo(core: HubCore, repo_id: str, *, private: bool = False) -> bool:
+    """Create an (empty) hub repo; False when a repo or catalog entry of that id exists."""
+    validate_name(repo_id)
+    if core.catalog.exists(repo_id):
+        return False
+    return hub_catalog.create_repo(core.catalog, repo_id, private=private)
+
+
+def repo_private(core: HubCore, repo_id: str) -> bool:
+    """Whether the repo is private. Raises ``RepoNotFoundError`` when there is no such repo."""
+    repo = hub_catalog.get_repo(core.catalog, repo_id)
+    if repo is None and not core.catalog.exists(repo_id):
+        raise RepoNotFoundError(repo_id)
+    return bool(repo and repo.private)
+
+
+def private_repos(core: HubCore) -> set[str]:
+    """Names of private repos (the server hides them from readers without a token)."""
+    return hub_catalog.private_repo_names(core.catalog)
+
+
+def referenced_digests(core: HubCore) -> set[str]:
+    """Blobs the hub's revision files reference (``gc`` and ``verify`` must keep these)."""
+    return hub_catalog.referenced_file_digests(core.catalog)
+
+
+def _generated(path: str, content: bytes) -> HubFile:
+    return HubFile(path, len(content), hashlib.sha256(content).hexdigest(), content=content)
+
+
+def snapshot(core: HubCore, repo_id: str, revision: str = "main") -> HubSnapshot:
+    """The files of one revision of a repo, as the hub server serves them.
+
+    ``adapter_config.json`` and ``adapter_model.safetensors`` come from the revision itself;
+    other files from the revision's files; without a stored ``README.md`` a model card is
+    generated from the catalog entry as it is now.
+
+    Raises:
+        RepoNotFoundError, HubRevisionNotFoundError.
+    """
+    private = repo_private(core, repo_id)
+    if not core.catalog.exists(repo_id):
+        raise HubRevisionNotFoundError(repo_id, revision, " (the repo is empty: nothing was committed yet)")
+    try:
+        rev = core.catalog.get_revision(repo_id, revision)
+    except RevisionNotFoundError:
+        raise HubRevisionNotFoundError(repo_id, revision) from None
+    files = {
+        CONFIG_NAME: _generated(CONFIG_NAME, AdapterConfig(rev.config).to_json().encode()),
+        WEIGHTS_NAME: HubFile(WEIGHTS_NAME, rev.size, rev.digest, blob_path=core.blobs.path(rev.digest)),
+    }
+    for f in hub_catalog.revision_files(core.catalog, repo_id, rev.revision):
+        files[f.path] = HubFile(f.path, f.size, f.digest, blob_path=core.blobs.path(f.digest))
+    if README_NAME not in files:
+        record = core.catalog.get(repo_id)
+        card = render_card(record, core.catalog.lineage(repo_id), core.catalog.metrics(repo_id))
+        files[README_NAME] = _generated(README_NAME, card.encode())
+    return HubSnapshot(repo_id, rev.revision, rev.created, private, dict(sorted(files.items())), rev.message)
+
+
+def staging(core: HubCore, *, max_bytes: int | None = None) -> UploadStaging:
+    """A private folder to receive one commit's files into, under home."""
+    return UploadStaging(core.settings.home / "uploads", max_bytes=max_bytes or DEFAULT_MAX_UPLOAD_BYTES)
+
+
+def _local(entry: HubFile | StagedFile) -> Path:
+    """Where a file's bytes are now: the received upload, or the stored blob."""
+    if isinstance(entry, StagedFile):
+        return entry.local_path
+    assert entry.blob_path is not None
+    return entry.blob_path
+
+
+def _extra_file(path: str, entry: HubFile | StagedFile) -> ExtraFile:
+    local = entry.local_path if isinstance(entry, StagedFile) else None
+    return ExtraFile(path=path, digest=entry.sha256, size=entry.size, local_path=local)
+
+
+def _check_target(core: HubCore, repo_id: str, revision: str) -> None:
+    validate_name(repo_id)
+    if revision not in HEAD_ALIASES:
+        raise HubRevisionNotFoundError(repo_id, revision, " (this hub commits to 'main' only)")
+    if not core.catalog.exists(repo_id) and hub_catalog.get_repo(core.catalog, repo_id) is None:
+        raise RepoNotFoundError(repo_id)
+
+
+def commit(
+    core: HubCore,
+    repo_id: str,
+    received: UploadStaging,
+    *,
+    revision: str = "main",
+    message: str = "",
+    parent_commit: str | None = None,
+) -> str:
+    """Apply a received commit to a repo; returns the commit id of the repo's new head.
+
+    The result (the head's files minus deletions plus uploads) must be a valid PEFT LoRA
+    adapter, validated as ``add`` validates a folder; its weights' canonical digest is the
+    adapter's digest. Nothing is stored unless the whole commit is accepted, and then weights,
+    card metadata, metrics and extra files go in together. A commit that changes nothing returns
+    the head's id and adds no revision.
+
+    Raises:
+        RepoNotFoundError, HubRevisionNotFoundError, CommitConflictError, InvalidAdapterError,
+        ForbiddenFileError, InvalidRepoPathError, UnsupportedAdapterError.
+    """
+    _check_target(core, repo_id, revision)
+    with core.commit_lock(repo_id):
+        head = snapshot(core, repo_id) if core.catalog.exists(repo_id) else None
+        if parent_commit and (head is None or not head.revision.startswith(parent_commit.lower())):
+            raise CommitConflictError(
+                f"the commit was prepared on {parent_commit[:12]} but the head of '{repo_id}' is "
+                f"{head.revision[:12] if head else 'empty'}; fetch the head and commit again"
+            )
+        # generated files (a card made from the catalog) are not part of the head's content
+        base = {p: f for p, f in (head.files if head else {}).items() if f.blob_path is not None or p == CONFIG_NAME}
+        files = apply_commit(base, received)
+        for path, entry in files.items():
+            if isinstance(entry, StagedFile):
+                check_allowed_file(path, entry.head)
+        if CONFIG_NAME not in files or WEIGHTS_NAME not in files:
+            raise InvalidAdapterError(
+                f"after this commit '{repo_id}' would not hold both {CONFIG_NAME} and {WEIGHTS_NAME}; "
+                "a repo on this hub is a PEFT LoRA adapter, so commit both (safetensors weights only)"
+            )
+        config_file = files[CONFIG_NAME]
+        if isinstance(config_file, StagedFile):
+            config = AdapterConfig.load(config_file.local_path)
+        else:
+            config = AdapterConfig(json.loads(config_file.read_small()))
+        from adapterhub.lora import LoraAdapter
+
+        adapter = LoraAdapter.from_files(config, _local(files[WEIGHTS_NAME]), validate=False)
+        extras = {p: e for p, e in sorted(files.items()) if p not in _ADAPTER_FILES}
+        readme = extras.get(README_NAME)
+        card = read_card(
+            _local(readme) if readme is not None else None, adapter, file_sha256=files[WEIGHTS_NAME].sha256
+        )
+        extra_files = [_extra_file(p, e) for p, e in extras.items()]
+        if head is None:
+            return store_new(
+                core,
+                adapter,
+                repo_id,
+                about=card_description(card),
+                lineage=card.lineage,
+                metrics=card_metrics(card),
+                files=extra_files,
+                operation="push",
+                source=f"hub:{repo_id}",
+            ).revision
+        unchanged_extras = {p: e.sha256 for p, e in extras.items()} == {
+            p: f.sha256 for p, f in base.items() if p not in _ADAPTER_FILES
+        }
+        if (
+            unchanged_extras
+            and head.files[WEIGHTS_NAME].sha256 in (files[WEIGHTS_NAME].sha256, adapter.digest)  # cheap test first
+            and config.raw == json.loads(head.files[CONFIG_NAME].read_small())
+        ):
+            return head.revision
+        return store_revision(
+            core,
+            repo_id,
+            adapter,
+            message=message or "commit",
+            about=card_description(card) if card.has_adapterhub_section else None,
+            files=extra_files,
+        )
