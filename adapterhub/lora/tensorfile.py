@@ -23,7 +23,6 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from adapterhub.errors import InvalidAdapterError
-from adapterhub.files import atomic_write  # noqa: F401  # TEMP shim for app/ (lead removes)
 
 DTYPE_NAMES: dict[torch.dtype, str] = {
     torch.float64: "F64",
