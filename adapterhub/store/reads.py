@@ -10,7 +10,7 @@ Listing is the hot path (``adapterhub list`` on 100k entries), so it reads the J
 text and decodes all of them with one ``json.loads`` call instead of one per value, and parses
 SQLite timestamps with the C-level ``datetime.fromisoformat`` (PostgreSQL's driver returns
 datetimes). Measured on 10k rows (2-core machine): 0.25 s through the ORM's typed columns, 0.16 s
-this way; see bench/catalog_bench.py.
+this way through SQLAlchemy Core, 0.12 s this way on ``sqlite3``; see bench/catalog_bench.py.
 """
 
 from __future__ import annotations
