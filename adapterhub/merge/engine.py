@@ -33,6 +33,7 @@ from pydantic import BaseModel
 
 from adapterhub.errors import IncompatibleAdaptersError, InvalidParameterError
 from adapterhub.lora import LoraAdapter, LoraModule
+from adapterhub.lora.config import targets_module
 from adapterhub.merge.base import ModuleContext, Term
 from adapterhub.merge.factors import FactorGram, fro_inner, stack_terms
 from adapterhub.merge.methods import REGISTRY
@@ -219,7 +220,7 @@ def merge_adapters(
         merged,
         base_model=next((a.base_model for a in adapters if a.base_model), None),
         extra_tensors=extras or None,
-        config_overrides=_config_overrides(adapters, bool(extras)),
+        config_overrides=_config_overrides(adapters, bool(extras), paths),
     )
     report = _summarise(reports, passthrough, warnings, time.perf_counter() - started)
     return MergeResult(
@@ -458,8 +459,29 @@ def _merge_passthrough(
     return kept, status, warnings
 
 
-def _config_overrides(adapters: Sequence[LoraAdapter], has_extras: bool) -> dict[str, Any]:
+def _carried_excludes(adapters: Sequence[LoraAdapter], paths: Sequence[str]) -> list[str] | str | None:
+    """The inputs' ``exclude_modules`` that still hold for the merge.
+
+    The merge names its targets by the last component of its module paths (``dense`` on MiniLM),
+    which also selects layers no input adapted (MiniLM's ``pooler.dense``): without the inputs'
+    excludes, PEFT would wrap those too and warn about missing keys. An exclude is carried when it
+    selects none of the merged paths; a regex (PEFT's string form) only when every input has it.
+    """
+    values = [a.config.exclude_modules for a in adapters]
+    regexes = {v for v in values if isinstance(v, str)}
+    if regexes:
+        regex = regexes.pop()
+        shared = not regexes and all(v == regex for v in values)
+        return regex if shared and not any(targets_module(regex, p) for p in paths) else None
+    names = sorted({e for v in values if v for e in v})
+    return [e for e in names if not any(targets_module([e], p) for p in paths)] or None
+
+
+def _config_overrides(adapters: Sequence[LoraAdapter], has_extras: bool, paths: Sequence[str]) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
+    excludes = _carried_excludes(adapters, paths)
+    if excludes:
+        overrides["exclude_modules"] = excludes
     task_types = {a.config.raw.get("task_type") for a in adapters}
     if len(task_types) == 1:
         overrides["task_type"] = task_types.pop()
