@@ -8,6 +8,8 @@ an HTTP status in one table of its own (``adapterhub.server.errors``): nothing h
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class AdapterHubError(Exception):
     """Root of all expected adapterhub errors (exit code 1, one line, no traceback)."""
@@ -125,7 +127,6 @@ class InvalidTokenError(AuthError):
 
 # -- store errors: the catalog's revisions, the blob store, the catalog's schema ------------------
 
-from pathlib import Path  # noqa: E402  (appended with the store errors; belongs with the imports above)
 
 
 class RevisionNotFoundError(AdapterHubError, LookupError):
