@@ -128,7 +128,6 @@ class InvalidTokenError(AuthError):
 # -- store errors: the catalog's revisions, the blob store, the catalog's schema ------------------
 
 
-
 class RevisionNotFoundError(AdapterHubError, LookupError):
     """An adapter has no revision with this id (or the prefix is ambiguous)."""
 
