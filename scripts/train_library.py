@@ -143,7 +143,7 @@ def write_readme(out: Path, rows: list[dict]) -> None:
     lines = [
         "# The adapterhub example library",
         "",
-        "One rank-8 LoRA (query/key/value/dense, alpha 16) per task on",
+        "One rank-8 LoRA (query/key/value/dense) per task on",
         "`sentence-transformers/all-MiniLM-L6-v2`, trained by `scripts/train_library.py` with the",
         "similarity protocol (texts classified by cosine similarity to natural-language label",
         "descriptions embedded by the same adapted model; no head). Accuracy on each task's test split.",
@@ -151,6 +151,9 @@ def write_readme(out: Path, rows: list[dict]) -> None:
         "model (shipped in the adapter as `heads.<task>.*`); `head_joint`: LoRA + head trained jointly.",
         "Each folder is a PEFT adapter (`adapter_config.json`, `adapter_model.safetensors`) plus",
         "`adapterhub_meta.json` (labels, training parameters, all metrics).",
+        "",
+        "Trained with alpha 16 (scale alpha/r = 2); the stored weights carry that scale in `lora_B`, so",
+        "each `adapter_config.json` says `lora_alpha: 8` (= r, scale 1). PEFT computes the same update.",
         "",
         "| task | classes | train | test | zero-shot | adapter | head-only | adapter+head | joint head | train s | kept |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
