@@ -21,9 +21,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import click
 import typer
 import typer.main
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,19 @@ def command_app(**kwargs: Any) -> typer.Typer:
     for ``--help``.
     """
     return typer.Typer(rich_markup_mode=None, add_completion=False, pretty_exceptions_enable=False, **kwargs)
+
+
+def _untyped_argument_help(command: click.Command) -> None:
+    """Drop the ``<str>``/``<list[str]>`` that Typer appends to every argument in ``--help``.
+
+    The metavar already names the value (``NAME...``, ``FOLDER``); Typer offers no switch for its
+    type suffix on arguments, so each argument answers "no type to display" instead.
+    """
+    for param in command.params:
+        if isinstance(param, TyperArgument):
+            param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+    for sub in getattr(command, "commands", {}).values():
+        _untyped_argument_help(sub)
 
 
 class _Commands(Mapping[str, Any]):
@@ -87,6 +101,7 @@ class LazyGroup(TyperGroup):
         module = self.table[name].module
         if module not in self._modules:
             built = typer.main.get_command(importlib.import_module(module).typer_app())
+            _untyped_argument_help(built)
             self._modules[module] = built
         return self._modules[module].commands[name]
 

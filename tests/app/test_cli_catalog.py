@@ -231,9 +231,9 @@ def test_help_shows_no_type_placeholders(cli) -> None:
     pages = _help_pages(cli)
     for page, text in pages.items():
         for line in text.splitlines():
-            if line.lstrip().startswith("-"):
-                option = line.strip().split("  ")[0]  # the option column, before its help text
-                assert "<" not in option, (page, line)
+            if line.startswith("  ") and not line.startswith("      "):  # an option or argument row
+                name_column = line.strip().split("  ")[0]  # before its help text
+                assert "<" not in name_column, (page, line)
     assert "  --tag TEXT " in pages["add"] and "  --json  " in pages["add"]
     assert "  --force  " in pages["export"] and "  --record / --no-record  " in pages["eval"]
 
