@@ -1,83 +1,57 @@
-"""Shared fixtures: tiny random models and PEFT adapters made on them (offline, CPU, seeded)."""
+"""Fixtures shared by every test folder (offline, CPU, seeded). What they build comes from
+``tests/helpers.py``; import functions from there, not from this file."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.helpers import Live, live_hub, make_peft_adapter, online_env, postgres_admin_url, sample_input_ids
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def tiny_bert_config():
-    from transformers import BertConfig
-
-    return BertConfig(
-        vocab_size=99,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        max_position_embeddings=64,
-    )
-
-
-def tiny_bert(seed: int = 0):
-    """A tiny random BertModel (deterministic for a seed), in eval mode."""
-    from transformers import BertModel
-
-    torch.manual_seed(seed)
-    return BertModel(tiny_bert_config()).eval()
-
-
-def make_peft_adapter(
-    folder: Path,
-    *,
-    seed: int = 0,
-    r: int = 4,
-    alpha: float = 8,
-    use_rslora: bool = False,
-    rank_pattern: dict | None = None,
-    alpha_pattern: dict | None = None,
-    target_modules=("query", "value", "dense"),
-    modules_to_save=None,
-    base_model: str = "tiny-bert",
-):
-    """Save a PEFT LoRA adapter with random (non-zero) factors; returns (peft_model, folder)."""
-    from peft import LoraConfig, get_peft_model
-
-    model = tiny_bert(0)
-    config = LoraConfig(
-        r=r,
-        lora_alpha=alpha,
-        target_modules=list(target_modules),
-        use_rslora=use_rslora,
-        rank_pattern=rank_pattern or {},
-        alpha_pattern=alpha_pattern or {},
-        modules_to_save=modules_to_save,
-        init_lora_weights=False,
-    )
-    peft_model = get_peft_model(model, config)
-    torch.manual_seed(seed + 1000)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_" in name:
-                param.normal_(0, 0.2)
-    peft_model.peft_config["default"].base_model_name_or_path = base_model
-    peft_model.save_pretrained(folder)
-    return peft_model.eval(), folder
-
-
 @pytest.fixture
 def peft_adapter_dir(tmp_path: Path) -> Path:
+    """A PEFT adapter on the tiny BERT, one module at a lower rank (``rank_pattern``)."""
     _, folder = make_peft_adapter(tmp_path / "adapter", rank_pattern={"layer.1.attention.self.value": 2})
     return folder
 
 
 @pytest.fixture
 def input_ids() -> torch.Tensor:
-    torch.manual_seed(123)
-    return torch.randint(0, 99, (3, 11))
+    return sample_input_ids()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> Iterator[object]:
+    """An AUTOCOMMIT engine on the PostgreSQL admin database (skips the test without one)."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(postgres_admin_url(), isolation_level="AUTOCOMMIT")
+    yield engine
+    engine.dispose()
+
+
+# -- the live hub server (tests/hub, tests/server) --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def online(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Online huggingface_hub clients (against loopback only) for the rest of the test module:
+    module-scoped fixtures push and pull too."""
+    with pytest.MonkeyPatch.context() as mp:
+        online_env(mp, tmp_path_factory.mktemp("hf-cache"))
+        yield
+
+
+@pytest.fixture(scope="module")
+def live(online: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """One real uvicorn server per test module on a free loopback port, clients online."""
+    with live_hub(tmp_path_factory.mktemp("server-home")) as server:
+        yield server

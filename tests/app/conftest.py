@@ -1,3 +1,5 @@
+"""Fixtures for the facade and CLI tests: a fresh home and an in-process CLI runner."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,14 +30,3 @@ def cli(home: Path):
 
     return run
 
-
-def state(home: Path) -> tuple[list[str], list[str]]:
-    """What is in the catalog and the blob store: (names, blob files relative to the store)."""
-    from adapterhub.app import AdapterHub
-
-    hub = AdapterHub(home)
-    names = [r.name for r in hub.list()]
-    hub.close()
-    root = home / "blobs"
-    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
-    return names, files

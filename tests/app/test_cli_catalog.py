@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
-from tests.app.conftest import state
-from tests.conftest import make_peft_adapter, tiny_bert
-from tests.helpers import write_random_adapter
+from tests.helpers import (
+    edit_adapter_config,
+    edited_weights,
+    make_peft_adapter,
+    store_state,
+    tiny_bert,
+    write_random_adapter,
+)
 
 
 def test_empty_list_json_is_empty_array(cli) -> None:
@@ -67,18 +70,18 @@ def test_list_filters_show_lineage_rm(cli, tmp_path: Path, home: Path) -> None:
     assert table.exit_code == 0 and "acme/a" in table.stdout and "acme/b" in table.stdout
     assert cli("rm", "acme/a").exit_code == 0
     assert names() == ["acme/b"]
-    assert len(state(home)[1]) == 1  # the removed adapter's blob is gone
+    assert len(store_state(home)[1]) == 1  # the removed adapter's blob is gone
 
 
 def test_same_content_shares_one_blob(cli, tmp_path: Path, home: Path) -> None:
     write_random_adapter(tmp_path / "a", 1)
     assert cli("add", tmp_path / "a", "--name", "acme/a").exit_code == 0
     assert cli("add", tmp_path / "a", "--name", "acme/a-copy").exit_code == 0
-    assert len(state(home)[1]) == 1
+    assert len(store_state(home)[1]) == 1
     assert cli("rm", "acme/a").exit_code == 0
-    assert len(state(home)[1]) == 1  # still referenced by acme/a-copy
+    assert len(store_state(home)[1]) == 1  # still referenced by acme/a-copy
     assert cli("rm", "acme/a-copy").exit_code == 0
-    assert state(home) == ([], [])
+    assert store_state(home) == ([], [], [])
 
 
 def _truncate(folder: Path) -> None:
@@ -91,25 +94,18 @@ def _drop_config(folder: Path) -> None:
 
 
 def _rank_mismatch(folder: Path) -> None:
-    config = json.loads((folder / "adapter_config.json").read_text())
-    config["r"] = 3
-    (folder / "adapter_config.json").write_text(json.dumps(config))
+    edit_adapter_config(folder, r=3)
 
 
 def _wrong_shape(folder: Path) -> None:
-    path = folder / "adapter_model.safetensors"
-    tensors = load_file(path)
-    key = next(k for k in tensors if k.endswith("lora_A.weight"))
-    tensors[key] = torch.randn(tensors[key].shape[0] + 1, tensors[key].shape[1])
-    save_file(tensors, path)
+    with edited_weights(folder) as tensors:
+        key = next(k for k in tensors if k.endswith("lora_A.weight"))
+        tensors[key] = torch.randn(tensors[key].shape[0] + 1, tensors[key].shape[1])
 
 
 def _nan(folder: Path) -> None:
-    path = folder / "adapter_model.safetensors"
-    tensors = load_file(path)
-    key = next(iter(tensors))
-    tensors[key][0, 0] = float("inf")
-    save_file(tensors, path)
+    with edited_weights(folder) as tensors:
+        tensors[next(iter(tensors))][0, 0] = float("inf")
 
 
 class _Evil:
@@ -138,7 +134,7 @@ def test_bad_adapter_exits_1_and_changes_nothing(
 ) -> None:
     write_random_adapter(tmp_path / "good", 1)
     assert cli("add", tmp_path / "good", "--name", "acme/good").exit_code == 0
-    before = state(home)
+    before = store_state(home)
     folder = write_random_adapter(tmp_path / "bad", 2)
     corrupt(folder)
     monkeypatch.chdir(tmp_path)
@@ -146,7 +142,7 @@ def test_bad_adapter_exits_1_and_changes_nothing(
     assert result.exit_code == 1
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert state(home) == before
+    assert store_state(home) == before
     assert not (tmp_path / "PWNED").exists()
 
 
@@ -155,15 +151,15 @@ def test_bad_names_refused(cli, tmp_path: Path, home: Path, name: str) -> None:
     folder = write_random_adapter(tmp_path / "a", 1)
     result = cli("add", folder, "--name", name)
     assert result.exit_code == 1 and "invalid adapter name" in result.stderr
-    assert state(home) == ([], [])
+    assert store_state(home) == ([], [], [])
 
 
 def test_duplicate_name_refused(cli, tmp_path: Path, home: Path) -> None:
     assert cli("add", write_random_adapter(tmp_path / "a", 1), "--name", "acme/a").exit_code == 0
-    before = state(home)
+    before = store_state(home)
     result = cli("add", write_random_adapter(tmp_path / "b", 2), "--name", "acme/a")
     assert result.exit_code == 1 and "already exists" in result.stderr
-    assert state(home) == before
+    assert store_state(home) == before
 
 
 @pytest.mark.parametrize("command", [["rm", "acme/nope"], ["show", "acme/nope"], ["export", "acme/nope", "out"]])
@@ -209,7 +205,7 @@ def test_bad_tag_refused_before_anything_is_written(cli, tmp_path: Path, home: P
     folder = write_random_adapter(tmp_path / "a", 1)
     result = cli("add", folder, "--name", "acme/a", "--tag", "x" * 300)
     assert result.exit_code == 1 and "longer than 255 characters" in result.stderr
-    assert state(home) == ([], [])
+    assert store_state(home) == ([], [], [])
 
 
 # ---------------------------------------------------------------------------- help, version, start-up

@@ -8,8 +8,7 @@ from pathlib import Path
 import torch
 
 from adapterhub.lora import LoraAdapter
-from tests.app.conftest import state
-from tests.helpers import write_random_adapter
+from tests.helpers import store_state, write_random_adapter
 
 
 def _add_two(cli, tmp_path: Path) -> None:
@@ -52,7 +51,7 @@ def test_lego_default_rank_k_and_default_name(cli, tmp_path: Path) -> None:
 
 def test_merge_errors_change_nothing(cli, tmp_path: Path, home: Path) -> None:
     _add_two(cli, tmp_path)
-    before = state(home)
+    before = store_state(home)
     cases = [
         (["merge", "acme/a", "acme/nope"], "no adapter named 'acme/nope'"),
         (["merge", "acme/a", "acme/b", "--method", "svd", "--density", "0.3"], "valid parameters: k"),
@@ -67,7 +66,7 @@ def test_merge_errors_change_nothing(cli, tmp_path: Path, home: Path) -> None:
         result = cli(*args)
         assert result.exit_code == 1, (args, result.stdout, result.stderr)
         assert result.stderr.startswith("error: ") and message in result.stderr, (args, result.stderr)
-    assert state(home) == before
+    assert store_state(home) == before
 
 
 def test_base_model_mismatch_needs_force(cli, tmp_path: Path) -> None:
@@ -95,13 +94,13 @@ def test_method_flags_are_typed_in_help_and_checked_before_any_work(cli, tmp_pat
                   "--param-reweight / --no-param-reweight", "--k INTEGER", "--tag TEXT"):
         assert f"  {shown} " in page or f"  {shown}\n" in page, shown
     _add_two(cli, tmp_path)
-    before = state(home)
+    before = store_state(home)
     for bad in (["--density", "abc"], ["--max-iter", "1.5"], ["--restarts", "two"], ["--cluster", "bogus"],
                 ["--k", "x"]):
         result = cli("merge", "acme/a", "acme/b", *bad)
         assert result.exit_code == 2, (bad, result.stderr)
         assert f"Invalid value for '{bad[0]}'" in result.stderr, (bad, result.stderr)
-    assert state(home) == before
+    assert store_state(home) == before
 
 
 def test_method_flags_reach_the_method_as_plain_values(cli, tmp_path: Path) -> None:
@@ -120,7 +119,7 @@ def test_method_flags_reach_the_method_as_plain_values(cli, tmp_path: Path) -> N
 
 def test_merge_of_one_adapter_is_refused(cli, tmp_path: Path, home: Path) -> None:
     _add_two(cli, tmp_path)
-    before = state(home)
+    before = store_state(home)
     result = cli("merge", "acme/a")
     assert result.exit_code == 1 and result.stderr.startswith("error: "), result.stderr
-    assert state(home) == before
+    assert store_state(home) == before

@@ -15,18 +15,16 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
 
 from adapterhub.app import AdapterHub
 from adapterhub.hubformat import render_card
 from adapterhub.store.blobs import BlobStore, BlobWriter
-from tests.helpers import write_random_adapter
-from tests.store.conftest import _postgres_admin_url, fresh_postgres_database
+from tests.helpers import postgres_database, write_random_adapter
 
 REPO = Path(__file__).resolve().parents[2]
 NEW_ENTRY_STEPS = ["extra_blob", "weights_blob", "add", "add_metric", "add_revision_files", "committed"]
@@ -136,20 +134,9 @@ def make_db(request: pytest.FixtureRequest) -> Iterator[Callable[[], str]]:
     if request.param == "sqlite":
         yield lambda: ""
         return
-    admin = create_engine(_postgres_admin_url(), isolation_level="AUTOCOMMIT")
-    opened: list[Iterator[str]] = []
-
-    def make() -> str:
-        gen = fresh_postgres_database(admin)
-        opened.append(gen)
-        return next(gen)
-
-    try:
-        yield make
-    finally:
-        for gen in opened:
-            next(gen, None)  # drops the database
-        admin.dispose()
+    admin = request.getfixturevalue("postgres_admin")
+    with ExitStack() as databases:  # dropped at the end of the test
+        yield lambda: databases.enter_context(postgres_database(admin))
 
 
 @pytest.fixture(scope="module")

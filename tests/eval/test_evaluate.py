@@ -12,24 +12,17 @@ import torch
 from adapterhub.errors import IncompatibleAdaptersError, InvalidParameterError
 from adapterhub.eval.evaluate import embed_texts, evaluate, fit_head, relative_scores, score
 from adapterhub.eval.library import load_library
-from adapterhub.lora import LoraAdapter, LoraModule
+from adapterhub.lora import LoraAdapter
 from adapterhub.models.base import tiny_random_bert
-from adapterhub.models.lora_layers import find_target_linears, lora_layers
-from tests.models.synthetic import synthetic_task
+from adapterhub.models.lora_layers import lora_layers
+from tests.helpers import random_adapter_for, synthetic_task
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def random_adapter(model, seed, scale=1.0):
-    g = torch.Generator().manual_seed(seed)
-    modules = {}
-    for path in find_target_linears(model.model):
-        layer = model.model.get_submodule(path)
-        modules[path] = LoraModule(
-            torch.randn(2, layer.in_features, generator=g) * 0.5, torch.randn(layer.out_features, 2, generator=g) * 0.5,
-            scale,
-        )
-    return LoraAdapter.from_modules(modules, base_model=model.base_model_id)
+def random_adapter(model, seed):
+    """Rank-2 random factors on every targeted linear of the tiny BERT, recorded on its base model."""
+    return random_adapter_for(model.model, seed, rank=2, std=0.5, scale=1.0, base_model=model.base_model_id)
 
 
 def test_score_matches_sklearn():

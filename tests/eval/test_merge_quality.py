@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from pathlib import Path
 
 import pytest
@@ -29,8 +28,8 @@ from adapterhub.eval.quality import (
 from adapterhub.merge import merge_adapters
 from adapterhub.models.base import tiny_random_bert
 from adapterhub.models.train import train_adapter
-from adapterhub.tasks import Example, Label, Task
-from tests.models.synthetic import synthetic_task
+from adapterhub.tasks import Task
+from tests.helpers import synthetic_task, word_task
 
 OTHER_WORDS = {
     "animal": ["cat", "dog", "horse", "sheep", "goat", "mouse"],
@@ -40,14 +39,7 @@ OTHER_WORDS = {
 
 def other_task(n_per_class: int = 24, seed: int = 1) -> Task:
     """A second word-class task (two classes) with the same 2:1:1 splits as ``synthetic_task``."""
-    rng = random.Random(seed)
-    labels = tuple(Label(name, f"{name}: {' '.join(words[:3])}") for name, words in OTHER_WORDS.items())
-    examples = []
-    for c, (name, words) in enumerate(OTHER_WORDS.items()):
-        for i in range(n_per_class):
-            split = "train" if i < n_per_class // 2 else "validation" if i < 3 * n_per_class // 4 else "test"
-            examples.append(Example(f"{name}-{i}", " ".join(rng.choice(words) for _ in range(4)), c, split))
-    return Task("synthetic2", "animals or colours", labels, "generated", "CC0", tuple(examples))
+    return word_task(OTHER_WORDS, "synthetic2", "animals or colours", n_per_class=n_per_class, seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from adapterhub.errors import InvalidAdapterError, UnsupportedAdapterError
 from adapterhub.lora import LoraAdapter, LoraModule
-from tests.conftest import make_peft_adapter, tiny_bert
+from tests.helpers import edit_adapter_config, edited_weights, make_peft_adapter, tiny_bert
 
 
 def _peft_lora_layers(peft_model):
@@ -160,48 +160,35 @@ def test_missing_config(peft_adapter_dir: Path) -> None:
 
 
 def test_config_rank_mismatch(peft_adapter_dir: Path) -> None:
-    config_path = peft_adapter_dir / "adapter_config.json"
-    config = json.loads(config_path.read_text())
-    config["rank_pattern"] = {}
-    config_path.write_text(json.dumps(config))
+    edit_adapter_config(peft_adapter_dir, rank_pattern={})
     with pytest.raises(InvalidAdapterError, match="config and tensors disagree"):
         LoraAdapter.load(peft_adapter_dir)
 
 
 def test_config_target_mismatch(peft_adapter_dir: Path) -> None:
-    config_path = peft_adapter_dir / "adapter_config.json"
-    config = json.loads(config_path.read_text())
-    config["target_modules"] = ["query"]
-    config_path.write_text(json.dumps(config))
+    edit_adapter_config(peft_adapter_dir, target_modules=["query"])
     with pytest.raises(InvalidAdapterError, match="not selected by target_modules"):
         LoraAdapter.load(peft_adapter_dir)
 
 
 def test_wrong_shapes(peft_adapter_dir: Path) -> None:
-    path = peft_adapter_dir / "adapter_model.safetensors"
-    tensors = load_file(path)
-    key = next(k for k in tensors if k.endswith("lora_B.weight"))
-    tensors[key] = torch.randn(tensors[key].shape[0], tensors[key].shape[1] + 1)
-    save_file(tensors, path)
+    with edited_weights(peft_adapter_dir) as tensors:
+        key = next(k for k in tensors if k.endswith("lora_B.weight"))
+        tensors[key] = torch.randn(tensors[key].shape[0], tensors[key].shape[1] + 1)
     with pytest.raises(InvalidAdapterError, match=r"\(d_out, r\)"):
         LoraAdapter.load(peft_adapter_dir)
 
 
 def test_missing_factor(peft_adapter_dir: Path) -> None:
-    path = peft_adapter_dir / "adapter_model.safetensors"
-    tensors = load_file(path)
-    del tensors[next(k for k in tensors if k.endswith("lora_B.weight"))]
-    save_file(tensors, path)
+    with edited_weights(peft_adapter_dir) as tensors:
+        del tensors[next(k for k in tensors if k.endswith("lora_B.weight"))]
     with pytest.raises(InvalidAdapterError, match="no lora_B"):
         LoraAdapter.load(peft_adapter_dir)
 
 
 def test_nan_weights(peft_adapter_dir: Path) -> None:
-    path = peft_adapter_dir / "adapter_model.safetensors"
-    tensors = load_file(path)
-    key = next(iter(tensors))
-    tensors[key][0, 0] = float("nan")
-    save_file(tensors, path)
+    with edited_weights(peft_adapter_dir) as tensors:
+        tensors[next(iter(tensors))][0, 0] = float("nan")
     with pytest.raises(InvalidAdapterError, match="NaN"):
         LoraAdapter.load(peft_adapter_dir)
 
@@ -236,18 +223,13 @@ def test_legacy_bin_of_tensors_is_read(tmp_path: Path, peft_adapter_dir: Path) -
     ],
 )
 def test_unsupported_or_bad_config(peft_adapter_dir: Path, change: dict, match: str) -> None:
-    config_path = peft_adapter_dir / "adapter_config.json"
-    config = json.loads(config_path.read_text())
-    config.update(change)
-    config_path.write_text(json.dumps(config))
+    edit_adapter_config(peft_adapter_dir, **change)
     with pytest.raises((UnsupportedAdapterError, InvalidAdapterError), match=match):
         LoraAdapter.load(peft_adapter_dir)
 
 
 def test_dora_tensors_refused(peft_adapter_dir: Path) -> None:
-    path = peft_adapter_dir / "adapter_model.safetensors"
-    tensors = load_file(path)
-    tensors["base_model.model.encoder.layer.0.attention.self.query.lora_magnitude_vector"] = torch.ones(32)
-    save_file(tensors, path)
+    with edited_weights(peft_adapter_dir) as tensors:
+        tensors["base_model.model.encoder.layer.0.attention.self.query.lora_magnitude_vector"] = torch.ones(32)
     with pytest.raises(UnsupportedAdapterError, match="DoRA"):
         LoraAdapter.load(peft_adapter_dir)

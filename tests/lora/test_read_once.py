@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from adapterhub.errors import InvalidAdapterError
 from adapterhub.lora import LoraAdapter, LoraModule
 from adapterhub.lora.tensorfile import SafetensorsSource
+from tests.helpers import edited_weights
 
 
 @pytest.fixture
@@ -31,11 +32,9 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 
 def _poison(folder: Path, value: float, *, last: bool) -> str:
     """Put ``value`` in one tensor (the last or first in key order); returns that key."""
-    path = folder / "adapter_model.safetensors"
-    tensors = load_file(path)
-    key = sorted(tensors)[-1 if last else 0]
-    tensors[key].view(-1)[0] = value
-    save_file(tensors, path)
+    with edited_weights(folder) as tensors:
+        key = sorted(tensors)[-1 if last else 0]
+        tensors[key].view(-1)[0] = value
     return key
 
 

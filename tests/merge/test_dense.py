@@ -8,8 +8,7 @@ from peft.utils import merge_utils as peft
 
 from adapterhub.merge import dense, merge_adapters
 from adapterhub.merge.base import ModuleContext
-
-from tests.merge.util import dense_delta, make_adapter, rel
+from tests.helpers import dense_delta, rel, toy_adapter
 
 pytestmark = pytest.mark.filterwarnings("ignore:The density .* no pruning:UserWarning")
 
@@ -18,7 +17,7 @@ FULL = 16  # min(d_out, d_in) of the test modules: refit at this rank is lossles
 
 @pytest.fixture
 def inputs():
-    return [make_adapter(11, r=4, alpha=8), make_adapter(12, r=6, alpha=6), make_adapter(13, r=3, alpha=1)]
+    return [toy_adapter(11, r=4, alpha=8), toy_adapter(12, r=6, alpha=6), toy_adapter(13, r=3, alpha=1)]
 
 
 def _deltas(inputs, path):

@@ -10,12 +10,11 @@ import torch
 from adapterhub.errors import IncompatibleAdaptersError, InvalidParameterError
 from adapterhub.lora import LoraAdapter
 from adapterhub.merge import merge_adapters
-
-from tests.merge.util import dense_sum, make_adapter, rel
+from tests.helpers import dense_sum, rel, toy_adapter
 
 
 def test_base_model_mismatch_is_refused_unless_forced():
-    a, b = make_adapter(1, base_model="llama-7b"), make_adapter(2, base_model="mistral-7b")
+    a, b = toy_adapter(1, base_model="llama-7b"), toy_adapter(2, base_model="mistral-7b")
     with pytest.raises(IncompatibleAdaptersError, match=r"different base models \(llama-7b, mistral-7b\).*force") as e:
         merge_adapters([a, b], "cat")
     assert "--force (force=True in Python)" in str(e.value)  # CLI users read it too
@@ -25,14 +24,14 @@ def test_base_model_mismatch_is_refused_unless_forced():
 
 
 def test_missing_base_model_is_assumed_with_a_warning():
-    result = merge_adapters([make_adapter(1, base_model=None), make_adapter(2, base_model="m")], "cat")
+    result = merge_adapters([toy_adapter(1, base_model=None), toy_adapter(2, base_model="m")], "cat")
     assert result.adapter.base_model == "m"
     assert any("assumed" in w for w in result.report.warnings)
 
 
 def test_shape_mismatch_is_refused_even_when_forced():
-    a = make_adapter(1, paths=("layer.0.q",))
-    b = make_adapter(2, paths=("layer.0.up",))
+    a = toy_adapter(1, paths=("layer.0.q",))
+    b = toy_adapter(2, paths=("layer.0.up",))
     # rename b's module so the same path has another shape
     from adapterhub.lora import AdapterConfig
     from adapterhub.lora.tensorfile import DictSource
@@ -57,27 +56,27 @@ def test_shape_mismatch_is_refused_even_when_forced():
 )
 def test_bad_weights(weights, fragment):
     with pytest.raises(InvalidParameterError, match=fragment):
-        merge_adapters([make_adapter(1), make_adapter(2)], "cat", weights=weights)
+        merge_adapters([toy_adapter(1), toy_adapter(2)], "cat", weights=weights)
 
 
 def test_no_adapters_and_bad_seed():
     with pytest.raises(InvalidParameterError, match="at least one"):
         merge_adapters([], "cat")
     with pytest.raises(InvalidParameterError, match="seed"):
-        merge_adapters([make_adapter(1)], "cat", seed="0")  # type: ignore[arg-type]
+        merge_adapters([toy_adapter(1)], "cat", seed="0")  # type: ignore[arg-type]
 
 
 def test_progress_is_reported_per_module_in_path_order():
     calls = []
-    adapters = [make_adapter(1), make_adapter(2, paths=("layer.1.q",))]
+    adapters = [toy_adapter(1), toy_adapter(2, paths=("layer.1.q",))]
     merge_adapters(adapters, "svd", progress=lambda done, total, path: calls.append((done, total, path)))
     assert calls == [(1, 4, "layer.0.q"), (2, 4, "layer.0.up"), (3, 4, "layer.0.v"), (4, 4, "layer.1.q")]
 
 
 def test_passthrough_tensors_are_averaged_or_dropped():
     head1, head2 = torch.ones(3, 24), torch.full((3, 24), 4.0)
-    a = make_adapter(1, extra={"classifier.weight": head1, "pooler.weight": torch.ones(2, 2)})
-    b = make_adapter(2, extra={"classifier.weight": head2})
+    a = toy_adapter(1, extra={"classifier.weight": head1, "pooler.weight": torch.ones(2, 2)})
+    b = toy_adapter(2, extra={"classifier.weight": head2})
     result = merge_adapters([a, b], "cat", weights=[1.0, 3.0])
     assert result.report.passthrough == {"classifier.weight": "averaged", "pooler.weight": "dropped"}
     assert torch.allclose(result.adapter.extra_tensors()["classifier.weight"], torch.full((3, 24), 3.25))
@@ -90,7 +89,7 @@ def test_passthrough_tensors_are_averaged_or_dropped():
     three = merge_adapters([b, a, b], "cat")
     assert any(w.endswith("because input 1 and input 3 do not have it") for w in three.report.warnings)
 
-    c = make_adapter(3, extra={"classifier.weight": torch.ones(5, 24)})
+    c = toy_adapter(3, extra={"classifier.weight": torch.ones(5, 24)})
     mismatch = merge_adapters([a, c], "cat", names=["acme/a", "acme/c"])
     assert mismatch.report.passthrough["classifier.weight"] == "dropped"
     assert "classifier.weight" not in mismatch.adapter.extra_tensors()
@@ -101,14 +100,14 @@ def test_passthrough_tensors_are_averaged_or_dropped():
 
 
 def test_output_dtype_follows_the_inputs():
-    adapters = [make_adapter(1, dtype=torch.bfloat16), make_adapter(2, dtype=torch.bfloat16)]
+    adapters = [toy_adapter(1, dtype=torch.bfloat16), toy_adapter(2, dtype=torch.bfloat16)]
     result = merge_adapters(adapters, "svd", params={"k": 4})
     assert result.adapter.module("layer.0.q").A.dtype == torch.bfloat16
 
 
 def test_float_inputs_give_float_outputs():
-    adapters = [make_adapter(1, dtype=torch.bfloat16), make_adapter(2, dtype=torch.bfloat16)]
-    mixed = merge_adapters([make_adapter(1, dtype=torch.bfloat16), make_adapter(2)], "cat")
+    adapters = [toy_adapter(1, dtype=torch.bfloat16), toy_adapter(2, dtype=torch.bfloat16)]
+    mixed = merge_adapters([toy_adapter(1, dtype=torch.bfloat16), toy_adapter(2)], "cat")
     assert mixed.adapter.module("layer.0.q").A.dtype == torch.float32
     forced = merge_adapters(adapters, "cat", dtype=torch.float32)
     assert forced.adapter.module("layer.0.q").A.dtype == torch.float32
@@ -116,7 +115,7 @@ def test_float_inputs_give_float_outputs():
 
 
 def test_report_is_json_and_saved_adapter_round_trips(tmp_path):
-    adapters = [make_adapter(1, r=4), make_adapter(2, r=2, paths=("layer.0.q", "layer.1.q"))]
+    adapters = [toy_adapter(1, r=4), toy_adapter(2, r=2, paths=("layer.0.q", "layer.1.q"))]
     for method in ("lego", "ties", "svd"):
         result = merge_adapters(adapters, method)
         json.dumps(result.report.to_dict())
@@ -132,7 +131,7 @@ def test_report_is_json_and_saved_adapter_round_trips(tmp_path):
 
 
 def test_inputs_are_not_mutated():
-    adapters = [make_adapter(1), make_adapter(2)]
+    adapters = [toy_adapter(1), toy_adapter(2)]
     before = {(i, p): (m.A.clone(), m.B.clone()) for i, a in enumerate(adapters) for p, m in a.modules()}
     for method in ("lego", "ties", "dare_ties", "svd", "cat", "magnitude"):
         merge_adapters(adapters, method)
@@ -142,7 +141,7 @@ def test_inputs_are_not_mutated():
 
 def test_threads_are_scoped_to_the_merge():
     before = torch.get_num_threads()
-    adapters = [make_adapter(1), make_adapter(2)]
+    adapters = [toy_adapter(1), toy_adapter(2)]
     a = merge_adapters(adapters, "lego", threads=1)
     b = merge_adapters(adapters, "lego")
     assert torch.get_num_threads() == before

@@ -9,17 +9,16 @@ import torch
 
 from adapterhub.merge import merge_adapters
 from adapterhub.merge.factors import fro_norm, truncated_svd
-
-from tests.merge.util import dense_sum, make_adapter, rel
+from tests.helpers import dense_sum, rel, toy_adapter
 
 
 @pytest.fixture
 def mixed_inputs():
     """Different ranks, scales (incl. rsLoRA) and module sets."""
     return [
-        make_adapter(1, r=4, alpha=8, paths=("layer.0.q", "layer.0.v", "layer.0.up")),
-        make_adapter(2, r=6, alpha=3, paths=("layer.0.q", "layer.0.up", "layer.1.q"), use_rslora=True),
-        make_adapter(3, r=2, alpha=16, paths=("layer.0.v", "layer.0.up")),
+        toy_adapter(1, r=4, alpha=8, paths=("layer.0.q", "layer.0.v", "layer.0.up")),
+        toy_adapter(2, r=6, alpha=3, paths=("layer.0.q", "layer.0.up", "layer.1.q"), use_rslora=True),
+        toy_adapter(3, r=2, alpha=16, paths=("layer.0.v", "layer.0.up")),
     ]
 
 
@@ -92,7 +91,7 @@ def test_factor_space_norm():
 
 
 def test_linear_factors_is_peft_linear_with_cross_terms():
-    inputs = [make_adapter(5, r=4, alpha=8), make_adapter(6, r=4, alpha=2)]
+    inputs = [toy_adapter(5, r=4, alpha=8), toy_adapter(6, r=4, alpha=2)]
     weights = [0.6, -0.4]
     out = merge_adapters(inputs, "linear_factors", weights=weights).adapter
     path = "layer.0.q"

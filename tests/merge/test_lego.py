@@ -10,8 +10,7 @@ from adapterhub.lora.keys import lora_key
 from adapterhub.lora.tensorfile import DictSource
 from adapterhub.merge import merge_adapters
 from adapterhub.merge.lego import canonical_units, direction_gram, kmeans_signed
-
-from tests.merge.util import dense_delta, dense_sum, make_adapter, rel
+from tests.helpers import dense_delta, dense_sum, rel, toy_adapter
 
 
 def from_factors(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], alpha: float, base: str = "base") -> LoraAdapter:
@@ -33,9 +32,9 @@ def factors_of(adapter: LoraAdapter) -> dict[str, tuple[torch.Tensor, torch.Tens
 @pytest.fixture
 def inputs():
     return [
-        make_adapter(21, r=4, alpha=8),
-        make_adapter(22, r=6, alpha=4, paths=("layer.0.q", "layer.0.up", "layer.1.q")),
-        make_adapter(23, r=4, alpha=16, use_rslora=True),
+        toy_adapter(21, r=4, alpha=8),
+        toy_adapter(22, r=6, alpha=4, paths=("layer.0.q", "layer.0.up", "layer.1.q")),
+        toy_adapter(23, r=4, alpha=16, use_rslora=True),
     ]
 
 
@@ -145,7 +144,7 @@ def test_shared_units_are_averaged_not_summed(cluster):
 
 
 def test_parameter_reweighting_restores_the_mean_member_norm():
-    inputs = [make_adapter(31, r=6), make_adapter(32, r=6)]
+    inputs = [toy_adapter(31, r=6), toy_adapter(32, r=6)]
     on = merge_adapters(inputs, "lego", params={"k": 2, "output_reweight": "none"}, seed=0)
     off = merge_adapters(inputs, "lego", params={"k": 2, "output_reweight": "none", "param_reweight": False}, seed=0)
     for path in on.adapter.module_paths:
@@ -214,7 +213,7 @@ def test_kmeans_recovers_planted_sign_mixed_clusters():
 
 
 def test_zero_units_are_dropped():
-    a = make_adapter(41, r=4)
+    a = toy_adapter(41, r=4)
     factors = factors_of(a)
     A, B = factors["layer.0.q"]
     B[:, :2] = 0  # two untrained ranks
@@ -234,7 +233,7 @@ def test_gram_is_sign_invariant_cosine(inputs):
 
 
 def test_one_cluster_has_the_mean_member_magnitude():
-    a = make_adapter(51, r=5)
+    a = toy_adapter(51, r=5)
     result = merge_adapters([a], "lego", weights=[1.0], params={"k": 1, "output_reweight": "none"})
     for path in a.module_paths:
         m = a.module(path)
@@ -245,7 +244,7 @@ def test_one_cluster_has_the_mean_member_magnitude():
 
 def test_merging_an_adapter_with_itself():
     """Shared units pair up (mixing 1.0); "mean" gives the adapter back, "norm" the sum (2x)."""
-    a = make_adapter(61, r=4)
+    a = toy_adapter(61, r=4)
     mean = merge_adapters([a, a], "lego", params={"k": 4, "output_reweight": "mean"})
     norm = merge_adapters([a, a], "lego", params={"k": 4, "output_reweight": "norm"})
     assert mean.report.mixing_share == 1.0
@@ -264,7 +263,7 @@ def test_default_output_reweighting_is_the_validated_mean():
 
     assert DEFAULT_OUTPUT_REWEIGHT == "mean"
     assert inspect.signature(lego_module).parameters["output_reweight"].default == DEFAULT_OUTPUT_REWEIGHT
-    inputs = [make_adapter(71, r=3), make_adapter(72, r=3)]
+    inputs = [toy_adapter(71, r=3), toy_adapter(72, r=3)]
     path = inputs[0].module_paths[0]
     terms = [Term(i, 0.5, a.module(path)) for i, a in enumerate(inputs)]
     out = lego_module(terms, ModuleContext(path=path, index=0, weights=(0.5, 0.5), seed=0), k=6)
@@ -290,5 +289,5 @@ def test_cohesion_tells_shared_units_from_a_shared_init():
     stats = merge_adapters(same_init, "lego", params={"k": 4}, seed=0).report.modules[0].stats
     assert stats["mixing_share"] == 1.0 and stats["a_cohesion"] > 0.99
     assert 0.3 < stats["b_cohesion"] < 0.75
-    alone = merge_adapters([make_adapter(81, r=2)], "lego", params={"k": 8}, weights=[1.0])
+    alone = merge_adapters([toy_adapter(81, r=2)], "lego", params={"k": 8}, weights=[1.0])
     assert "a_cohesion" not in alone.report.modules[0].stats  # singletons only: nothing to measure

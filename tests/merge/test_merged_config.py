@@ -7,23 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 
 from adapterhub.lora import LoraAdapter
 from adapterhub.merge import merge_adapters
-from tests.conftest import tiny_bert
-
-
-def _peft_adapter(folder: Path, seed: int, **config: object) -> Path:
-    model = get_peft_model(tiny_bert(0), LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, **config))
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_" in name:
-                param.normal_(0, 0.2)
-    model.save_pretrained(folder)
-    return folder
+from tests.helpers import make_peft_adapter, tiny_bert
 
 
 def _wrapped(model: torch.nn.Module) -> set[str]:
@@ -35,7 +24,7 @@ def _wrapped(model: torch.nn.Module) -> set[str]:
 )
 def test_merge_keeps_the_inputs_excludes(tmp_path: Path, exclude: object) -> None:
     config = {"target_modules": ["query", "dense"], "exclude_modules": exclude}
-    folders = [_peft_adapter(tmp_path / f"a{i}", seed=i, **config) for i in range(2)]
+    folders = [make_peft_adapter(tmp_path / f"a{i}", seed=i, **config)[1] for i in range(2)]
     inputs = [LoraAdapter.load(f) for f in folders]
     merged = merge_adapters(inputs, "linear", weights=[0.5, 0.5]).adapter
     assert merged.config.exclude_modules == exclude
@@ -50,8 +39,8 @@ def test_merge_keeps_the_inputs_excludes(tmp_path: Path, exclude: object) -> Non
 
 
 def test_an_exclude_that_would_drop_a_merged_module_is_not_carried(tmp_path: Path) -> None:
-    with_pooler = _peft_adapter(tmp_path / "p", seed=1, target_modules=["query", "dense"])
-    without = _peft_adapter(tmp_path / "q", seed=2, target_modules=["query", "dense"], exclude_modules=["pooler.dense"])
+    with_pooler = make_peft_adapter(tmp_path / "p", seed=1, target_modules=["query", "dense"])[1]
+    without = make_peft_adapter(tmp_path / "q", seed=2, target_modules=["query", "dense"], exclude_modules=["pooler.dense"])[1]
     merged = merge_adapters([LoraAdapter.load(with_pooler), LoraAdapter.load(without)], "cat").adapter
     assert merged.config.exclude_modules is None  # pooler.dense is in the merge: excluding it would lose it
     assert any(path.endswith("pooler.dense") for path in merged.module_paths)

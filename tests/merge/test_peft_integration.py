@@ -7,8 +7,7 @@ import torch
 
 from adapterhub.lora import LoraAdapter
 from adapterhub.merge import merge_adapters
-
-from tests.conftest import make_peft_adapter, tiny_bert
+from tests.helpers import make_peft_adapter, tiny_bert
 
 
 @pytest.fixture(scope="module")

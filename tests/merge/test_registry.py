@@ -10,8 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from adapterhub.errors import InvalidParameterError
 from adapterhub.merge import MERGE_METHODS, REGISTRY, MergeMethod, MethodRegistry, list_methods, merge_adapters, resolve_params
 from adapterhub.merge.methods import _cat, NoParams
-
-from tests.merge.util import make_adapter
+from tests.helpers import toy_adapter
 
 EXPECTED = {"linear", "linear_factors", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude", "lego"}
 
@@ -38,7 +37,7 @@ def test_unknown_method_lists_choices():
     with pytest.raises(InvalidParameterError, match="unknown merge method 'tie'.*cat, dare_linear, dare_ties"):
         resolve_params("tie", {})
     with pytest.raises(InvalidParameterError, match="choose one of"):
-        merge_adapters([make_adapter(0)], "nope")
+        merge_adapters([toy_adapter(0)], "nope")
 
 
 def test_unknown_parameter_lists_valid_ones():
@@ -47,7 +46,7 @@ def test_unknown_parameter_lists_valid_ones():
     with pytest.raises(InvalidParameterError, match="takes no parameters"):
         resolve_params("cat", {"k": 4})
     with pytest.raises(InvalidParameterError, match="'densty'.*valid parameters: k, refit"):
-        merge_adapters([make_adapter(0)], "ties", params={"densty": 0.3})
+        merge_adapters([toy_adapter(0)], "ties", params={"densty": 0.3})
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from adapterhub.models.lora_layers import (
     remove_lora,
     set_mixture_weights,
 )
+from tests.helpers import random_adapter_for
 
 TEXTS = ["apple pear plum", "a storm with hail and rain!", "drill", "saw the wrench, then the chisel"]
 
@@ -35,20 +36,6 @@ def tiny() -> BaseModel:
 def embed(model: BaseModel, texts=TEXTS) -> torch.Tensor:
     with torch.no_grad():
         return model.embed(model.tokenize(texts))
-
-
-def random_adapter_for(model: nn.Module, seed: int, *, rank: int = 3, scale: float = 0.7, only=None) -> LoraAdapter:
-    """Random non-zero factors on every targeted linear layer (or the paths in ``only``)."""
-    g = torch.Generator().manual_seed(seed)
-    modules = {}
-    for path in only or find_target_linears(model):
-        layer = model.get_submodule(path)
-        modules[path] = LoraModule(
-            torch.randn(rank, layer.in_features, generator=g) * 0.3,
-            torch.randn(layer.out_features, rank, generator=g) * 0.3,
-            scale,
-        )
-    return LoraAdapter.from_modules(modules, base_model="adapterhub/tiny-random-bert")
 
 
 def dense_reference(model: nn.Module, adapters, weights) -> nn.Module:

@@ -12,7 +12,7 @@ from adapterhub.eval.evaluate import evaluate, split_scorer
 from adapterhub.models.base import tiny_random_bert
 from adapterhub.models.lora_layers import lora_layers
 from adapterhub.models.train import train_adapter
-from tests.models.synthetic import synthetic_task
+from tests.helpers import synthetic_task
 
 
 def _mean(xs):

@@ -21,8 +21,7 @@ import torch
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-from tests.helpers import write_random_adapter
-from tests.server.live import MAX_UPLOAD, store_state
+from tests.helpers import MAX_UPLOAD, store_state, write_random_adapter
 
 REPO = "acme/target"
 

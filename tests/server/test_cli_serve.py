@@ -6,13 +6,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
-from tests.server.live import free_port
+from tests.helpers import free_port, wait_until_serving
 
 
 @pytest.mark.slow
@@ -37,15 +36,7 @@ def test_serve_command_with_tokens(tmp_path, monkeypatch):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/docs", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "adapterhub serve did not start"
-            time.sleep(0.1)
+        wait_until_serving(f"{url}/docs", proc)
         auth = {"Authorization": f"Bearer {token}"}
         assert httpx.get(f"{url}/v1/adapters").status_code == 401  # --read-token-required
         assert httpx.get(f"{url}/v1/adapters", headers=auth).json() == []

@@ -17,13 +17,9 @@ from huggingface_hub.errors import (
 )
 
 from adapterhub.lora import LoraAdapter
-from tests.helpers import random_adapter, write_random_adapter
+from tests.helpers import file_sha256, random_adapter, write_random_adapter
 
 README = "---\nlibrary_name: peft\ntags:\n- demo\n---\n# a test card\n"
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +49,7 @@ def test_upload_folder_then_snapshot_download_gives_the_files_back(live, pushed,
     assert (path / "extra" / "notes.txt").read_text() == "notes\n"
     # The weights are the canonical blob: same tensors as uploaded, digest = the catalog's digest.
     record = live.hub.get("acme/proto")
-    assert sha256(path / "adapter_model.safetensors") == record.digest == LoraAdapter.load(folder).digest
+    assert file_sha256(path / "adapter_model.safetensors") == record.digest == LoraAdapter.load(folder).digest
     assert json.loads((path / "adapter_config.json").read_text()) == record.config
     assert record.revision == sha
 
@@ -126,8 +122,8 @@ def test_each_commit_is_an_immutable_revision(live, tmp_path):
     old = hf_hub_download("acme/revs", "adapter_model.safetensors", revision=first, endpoint=live.url,
                           cache_dir=str(tmp_path / "c"))
     new = hf_hub_download("acme/revs", "adapter_model.safetensors", endpoint=live.url, cache_dir=str(tmp_path / "c"))
-    assert sha256(Path(old)) == random_adapter(10).digest
-    assert sha256(Path(new)) == random_adapter(11).digest == live.hub.get("acme/revs").digest
+    assert file_sha256(Path(old)) == random_adapter(10).digest
+    assert file_sha256(Path(new)) == random_adapter(11).digest == live.hub.get("acme/revs").digest
     assert [r.revision for r in live.hub.catalog.revisions("acme/revs")] == [second, first]
     # A commit that changes nothing adds no revision and answers the head.
     again = api.upload_folder(repo_id="acme/revs", folder_path=str(tmp_path / "2"), commit_message="same").oid
@@ -158,7 +154,7 @@ def test_catalog_entries_added_locally_are_repos_with_a_generated_card(live, tmp
     card = (path / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: peft\n") and "base_model_relation: adapter" in card
     assert "task: demo-task" in card
-    assert sha256(path / "adapter_model.safetensors") == live.hub.get("acme/local").digest
+    assert file_sha256(path / "adapter_model.safetensors") == live.hub.get("acme/local").digest
 
 
 def test_invalid_model_card_front_matter_is_refused(live, tmp_path):

@@ -14,7 +14,8 @@ from huggingface_hub import HfApi, constants
 from peft import PeftModel
 from safetensors.torch import load_file
 
-from tests.conftest import make_peft_adapter, tiny_bert
+from tests.helpers import make_peft_adapter, tiny_bert
+
 
 # A fresh interpreter: huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE when it is imported.
 SCRIPT = textwrap.dedent(
@@ -22,16 +23,11 @@ SCRIPT = textwrap.dedent(
     import sys, torch
     from peft import PeftModel
     from safetensors.torch import save_file
-    from transformers import BertConfig, BertModel
+    from tests.helpers import sample_input_ids, tiny_bert
 
-    torch.manual_seed(0)
-    base = BertModel(BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                intermediate_size=37, max_position_embeddings=64)).eval()
-    model = PeftModel.from_pretrained(base, sys.argv[1]).eval()
-    torch.manual_seed(123)
-    ids = torch.randint(0, 99, (3, 11))
+    model = PeftModel.from_pretrained(tiny_bert(0), sys.argv[1]).eval()
     with torch.no_grad():
-        save_file({"out": model(input_ids=ids).last_hidden_state.contiguous()}, sys.argv[2])
+        save_file({"out": model(input_ids=sample_input_ids()).last_hidden_state.contiguous()}, sys.argv[2])
     """
 )
 

@@ -11,12 +11,9 @@ import torch
 from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-from adapterhub.app import AdapterHub
 from adapterhub.lora import LoraAdapter
-from adapterhub.server import create_app
 from adapterhub.store import LineageRecord
-from tests.helpers import random_adapter
-from tests.server.live import live_server
+from tests.helpers import Live, live_hub, random_adapter
 
 
 @pytest.fixture(scope="module")
@@ -90,19 +87,15 @@ def test_merge_request_is_validated(live):
 
 
 @pytest.fixture(scope="module")
-def locked(tmp_path_factory) -> Iterator[tuple[str, str, str]]:
-    """A second server that requires a token for reads: (url, write token, read token)."""
-    hub = AdapterHub(tmp_path_factory.mktemp("locked-home"))
-    hub.add_adapter(random_adapter(70), "lock/one")
-    write = hub.create_token(name="w")["token"]
-    read = hub.create_token(name="r", write=False)["token"]
-    with live_server(create_app(hub, read_token_required=True)) as url:
-        yield url, write, read
-    hub.close()
+def locked(online, tmp_path_factory) -> Iterator[Live]:
+    """A second server that requires a token for reads."""
+    with live_hub(tmp_path_factory.mktemp("locked-home"), read_token_required=True) as server:
+        server.hub.add_adapter(random_adapter(70), "lock/one")
+        yield server
 
 
 def test_read_token_required(locked, tmp_path):
-    url, write, read = locked
+    url, write, read = locked.url, locked.token, locked.read_token
     for path in ("/v1/adapters", "/api/models/lock/one", "/lock/one/resolve/main/adapter_config.json"):
         assert httpx.get(url + path).status_code == 401
         assert httpx.get(url + path, headers={"Authorization": "Bearer nope"}).status_code == 401

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -20,10 +19,7 @@ from adapterhub.errors import (
 )
 from adapterhub.store import AdapterRecord, Catalog, LineageRecord, make_revision_id
 from adapterhub.store.orm import Adapter, AdapterRevision, AdapterTag, Lineage, Metric
-
-
-def fake_digest(seed: str) -> str:
-    return hashlib.sha256(seed.encode()).hexdigest()
+from tests.helpers import fake_digest
 
 MakeRecord = Callable[..., AdapterRecord]
 HEX40 = re.compile(r"[0-9a-f]{40}")

@@ -3,7 +3,6 @@ and the promise that plain reads of a SQLite catalog never import SQLAlchemy (CL
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 from collections.abc import Callable
@@ -14,12 +13,9 @@ import pytest
 
 from adapterhub.errors import AuthError, InvalidParameterError, RevisionNotFoundError
 from adapterhub.store import AdapterRecord, Catalog, RevisionFileRecord, hub_catalog
+from tests.helpers import fake_digest
 
 MakeRecord = Callable[..., AdapterRecord]
-
-
-def digest(seed: str) -> str:
-    return hashlib.sha256(seed.encode()).hexdigest()
 
 
 def test_repos(catalog: Catalog) -> None:
@@ -36,12 +32,12 @@ def test_repos(catalog: Catalog) -> None:
 
 def test_revision_files(catalog: Catalog, make_record: MakeRecord) -> None:
     first = catalog.add(make_record("acme/a")).revision or ""
-    files = [RevisionFileRecord("README.md", digest("r"), 10), RevisionFileRecord("a/b.json", digest("b"), 2)]
+    files = [RevisionFileRecord("README.md", fake_digest("r"), 10), RevisionFileRecord("a/b.json", fake_digest("b"), 2)]
     hub_catalog.add_revision_files(catalog, "acme/a", first, files)
     hub_catalog.add_revision_files(catalog, "acme/a", first, [])  # nothing to attach: no error
     assert set(hub_catalog.revision_files(catalog, "acme/a", first)) == set(files)
-    assert hub_catalog.referenced_file_digests(catalog) == {digest("r"), digest("b")}
-    assert hub_catalog.file_digest_in_use(catalog, digest("r")) and not hub_catalog.file_digest_in_use(catalog, digest("x"))
+    assert hub_catalog.referenced_file_digests(catalog) == {fake_digest("r"), fake_digest("b")}
+    assert hub_catalog.file_digest_in_use(catalog, fake_digest("r")) and not hub_catalog.file_digest_in_use(catalog, fake_digest("x"))
     for name, revision in (("acme/a", "0" * 40), ("acme/none", first), ("acme/a", first[:7])):
         with pytest.raises(RevisionNotFoundError):
             hub_catalog.revision_files(catalog, name, revision)
@@ -49,23 +45,23 @@ def test_revision_files(catalog: Catalog, make_record: MakeRecord) -> None:
             hub_catalog.add_revision_files(catalog, name, revision, files)
     with pytest.raises(InvalidParameterError):
         hub_catalog.add_revision_files(catalog, "acme/a", first, [RevisionFileRecord("x", "../etc", 1)])
-    second = catalog.add_revision("acme/a", digest=digest("v2"), size=1, config={}, message="v2")
+    second = catalog.add_revision("acme/a", digest=fake_digest("v2"), size=1, config={}, message="v2")
     assert hub_catalog.revision_files(catalog, "acme/a", second) == []  # files belong to one revision
 
 
 def test_tokens(catalog: Catalog) -> None:
-    writer = hub_catalog.add_token(catalog, name="ci", token_sha256=digest("secret-1"), write=True)
-    reader = hub_catalog.add_token(catalog, name="bot", token_sha256=digest("secret-2"), write=False)
+    writer = hub_catalog.add_token(catalog, name="ci", token_sha256=fake_digest("secret-1"), write=True)
+    reader = hub_catalog.add_token(catalog, name="bot", token_sha256=fake_digest("secret-2"), write=False)
     assert (writer.name, writer.write, writer.last_used) == ("ci", True, None) and writer.created.tzinfo is not None
     with pytest.raises(InvalidParameterError, match="exists"):
-        hub_catalog.add_token(catalog, name="ci", token_sha256=digest("secret-3"), write=True)
+        hub_catalog.add_token(catalog, name="ci", token_sha256=fake_digest("secret-3"), write=True)
     assert hub_catalog.list_tokens(catalog) == [writer, reader]
-    assert hub_catalog.find_token(catalog, digest("secret-2")) == reader
-    assert hub_catalog.find_token(catalog, digest("nope")) is None
+    assert hub_catalog.find_token(catalog, fake_digest("secret-2")) == reader
+    assert hub_catalog.find_token(catalog, fake_digest("nope")) is None
 
     used = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
     hub_catalog.touch_token(catalog, reader.id, used)
-    assert hub_catalog.find_token(catalog, digest("secret-2")).last_used == used  # type: ignore[union-attr]
+    assert hub_catalog.find_token(catalog, fake_digest("secret-2")).last_used == used  # type: ignore[union-attr]
     assert hub_catalog.list_tokens(catalog)[1].to_dict()["last_used"] == used.isoformat()
 
     assert hub_catalog.remove_token(catalog, "ci") == writer

@@ -7,7 +7,6 @@ of every table, so nothing half-written can hide behind the reading API.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -24,13 +23,10 @@ import adapterhub
 from adapterhub.errors import AdapterExistsError, AdapterNotFoundError, RevisionNotFoundError
 from adapterhub.store import AdapterRecord, Catalog, LineageRecord, RevisionFileRecord, hub_catalog
 from adapterhub.store.writer import CatalogWriter
+from tests.helpers import fake_digest
 
 MakeRecord = Callable[..., AdapterRecord]
 TABLES = ("adapters", "adapter_tags", "adapter_revisions", "lineage", "metrics", "revision_files")
-
-
-def digest(seed: str) -> str:
-    return hashlib.sha256(seed.encode()).hexdigest()
 
 
 def row_counts(catalog: Catalog) -> dict[str, int]:
@@ -65,7 +61,7 @@ class Injected(RuntimeError):
     pass
 
 
-FILES = [RevisionFileRecord("README.md", digest("readme"), 12), RevisionFileRecord("notes/a.json", digest("a"), 3)]
+FILES = [RevisionFileRecord("README.md", fake_digest("readme"), 12), RevisionFileRecord("notes/a.json", fake_digest("a"), 3)]
 
 
 def one_operation(tx: CatalogWriter, make_record: MakeRecord, fail_after: int | None = None) -> list[str]:
@@ -74,7 +70,7 @@ def one_operation(tx: CatalogWriter, make_record: MakeRecord, fail_after: int | 
         lambda: tx.add(make_record("acme/new"), [LineageRecord(parent_name="acme/old", operation="merge:linear")]),
         lambda: tx.add_metric("acme/new", task="t", split="test", metric="accuracy", value=0.75),
         lambda: tx.add_revision_files("acme/new", tx.get("acme/new").revision or "", FILES[:1]),
-        lambda: tx.add_revision("acme/old", digest=digest("old-v2"), size=7, config={"r": 2}, message="v2", rank=2),
+        lambda: tx.add_revision("acme/old", digest=fake_digest("old-v2"), size=7, config={"r": 2}, message="v2", rank=2),
         lambda: tx.add_revision_files("acme/old", tx.get("acme/old").revision or "", FILES),
         lambda: tx.update("acme/old", tags=["v2"], task="chat", description="second"),
         lambda: tx.add_metric("acme/old", task="t", split="test", metric="accuracy", value=0.5, extra={"n": 3}),
@@ -111,7 +107,7 @@ def test_writes_of_one_transaction_become_visible_together(
     assert [p.parent_name for p in new["lineage"]] == ["acme/old"]
     assert [m.metric for m in new["metrics"]] == ["accuracy"]
     assert new["files"] == {new["record"].revision: set(FILES[:1])}
-    assert old["record"].digest == digest("old-v2") and old["record"].rank == 2
+    assert old["record"].digest == fake_digest("old-v2") and old["record"].rank == 2
     assert (old["record"].tags, old["record"].task, old["record"].description) == (("v2",), "chat", "second")
     assert old["files"] == {old["record"].revision: set(FILES), old["revisions"][1].revision: set()}
     assert [(m.value, m.extra) for m in old["metrics"]] == [(0.5, {"n": 3})]
@@ -147,13 +143,13 @@ def test_a_failed_write_inside_leaves_the_transaction_usable(catalog: Catalog, m
     catalog.add(make_record("acme/a"))
     with catalog.transaction() as tx:
         with pytest.raises(AdapterExistsError):
-            tx.add(make_record("acme/a", digest=digest("other")))
+            tx.add(make_record("acme/a", digest=fake_digest("other")))
         with pytest.raises(AdapterNotFoundError):
             tx.add_metric("acme/none", task="t", split="s", metric="m", value=1.0)
         with pytest.raises(RevisionNotFoundError):
             tx.add_revision_files("acme/a", "0" * 40, FILES)
         tx.add_metric("acme/a", task="t", split="s", metric="m", value=1.0)
-    assert catalog.get("acme/a").digest == digest("acme/a")
+    assert catalog.get("acme/a").digest == fake_digest("acme/a")
     assert [m.metric for m in catalog.metrics("acme/a")] == ["m"]
     assert row_counts(catalog)["revision_files"] == 0
 
@@ -176,7 +172,7 @@ def test_nested_transactions_are_savepoints(catalog: Catalog, make_record: MakeR
 
 def test_one_call_methods_are_one_transaction_each(catalog: Catalog, make_record: MakeRecord) -> None:
     stored = catalog.add(make_record("acme/a"))
-    revision = catalog.add_revision("acme/a", digest=digest("v2"), size=1, config={}, message="v2")
+    revision = catalog.add_revision("acme/a", digest=fake_digest("v2"), size=1, config={}, message="v2")
     hub_catalog.add_revision_files(catalog, "acme/a", revision, FILES)
     catalog.add_metric("acme/a", task="t", split="s", metric="m", value=1.0)
     assert catalog.update("acme/a", task="x").task == "x"
