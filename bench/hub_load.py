@@ -28,7 +28,6 @@ Exit code 1 if there was any error or any corrupt blob.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -47,7 +46,10 @@ from typing import Any
 import torch
 from huggingface_hub import HfApi, hf_hub_download
 
+from synthetic_adapters import write_adapter
+
 from adapterhub.app import AdapterHub
+from adapterhub.files import sha256_file
 from adapterhub.lora import CONFIG_NAME, WEIGHTS_NAME, AdapterConfig, LoraAdapter, LoraModule
 
 MB = 1024 * 1024
@@ -62,27 +64,6 @@ def make_adapter(seed: int, *, rank: int = 4, d: int = 64, layers: int = 2) -> L
         for p in ("q_proj", "v_proj")
     }
     return LoraAdapter.from_modules(modules, base_model="bench/base")
-
-
-def make_big_adapter(megabytes: int, seed: int = 0) -> LoraAdapter:
-    """About ``megabytes`` MiB of float32 factors: rank 64 on 4096-wide projections (2 MiB a module)."""
-    g = torch.Generator().manual_seed(seed)
-    n = max(1, round(megabytes / 2))
-    modules = {
-        f"model.layers.{i // 2}.self_attn.{'q_proj' if i % 2 == 0 else 'v_proj'}": LoraModule(
-            torch.randn(64, 4096, generator=g) * 0.01, torch.randn(4096, 64, generator=g) * 0.01, 1.0
-        )
-        for i in range(n)
-    }
-    return LoraAdapter.from_modules(modules, base_model="bench/base")
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(MB):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -135,7 +116,7 @@ def run_load(
                 kwargs: dict[str, Any] = {"revision": info.sha, "endpoint": endpoint, "cache_dir": str(cache)}
                 weights = Path(hf_hub_download(repo, WEIGHTS_NAME, **kwargs))
                 config = Path(hf_hub_download(repo, CONFIG_NAME, **kwargs))
-                if sha256(weights) != expected:
+                if sha256_file(weights)[0] != expected:
                     raise AssertionError(f"{repo}@{info.sha}: weights do not hash to the listed sha256")
                 LoraAdapter.from_files(AdapterConfig.load(config), weights)  # validates shapes and values
                 with lock:
@@ -185,8 +166,7 @@ def verify_store(home: Path, commits: list[tuple[str, str, str]]) -> dict[str, A
     try:
         digests = list(hub.blobs.digests())
         corrupt = [d for d in digests if not hub.blobs.verify(d)]
-        referenced = hub.catalog.referenced_digests() | hub.hub_referenced_digests()
-        missing = sorted(d for d in referenced if not hub.blobs.has(d))
+        missing = hub.verify()["missing"]  # referenced by an entry, a revision or a hub file, yet absent
         wrong = []
         for repo, commit, digest in commits:
             revision = hub.catalog.get_revision(repo, commit)
@@ -285,8 +265,8 @@ def measure_big(
     """Pull throughput of a big adapter vs. copying its blob on the same disk (median of runs)."""
     endpoint = server.url
     api = HfApi(endpoint=endpoint, token=token)
-    adapter = make_big_adapter(megabytes)
-    folder = adapter.save(workdir / "big")
+    # Llama-7B q/v projections at rank 64: 2 MiB of float32 factors a module, two modules a layer
+    folder = write_adapter(workdir / "big", seed=0, r=64, layers=max(1, round(megabytes / 4)), names=["q_proj", "v_proj"])
     size = (folder / WEIGHTS_NAME).stat().st_size
     api.create_repo("bench/big", exist_ok=True)
     t = time.perf_counter()

@@ -42,7 +42,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from merge_memory import MODULES, write_adapter, write_adapters  # noqa: E402
+from synthetic_adapters import MODULES, write_adapter, write_adapters  # noqa: E402
 
 from adapterhub.lora import LoraAdapter  # noqa: E402
 from adapterhub.merge import merge_adapters  # noqa: E402

@@ -16,7 +16,8 @@ Cases:
     --help               ``adapterhub --help``
     list (empty)         ``adapterhub list --json`` on an empty SQLite catalog (schema already made)
     list (10k)           ``adapterhub list --json`` on a catalog of 10,000 entries, built once with
-                         ``Catalog.bulk_add`` (rows shaped like real LLM LoRA entries)
+                         ``Catalog.bulk_add`` (rows from ``synthetic_catalog.py``, shaped like real
+                         LLM LoRA entries: the same rows ``catalog_bench.py`` lists)
 
 Targets (issue 8): empty-catalog ``list --json`` under 0.35 s, 10k-entry ``list --json`` under 0.6 s.
 JSON goes to /dev/null (not a terminal, so the CLI prints it compact, as when piped to a file).
@@ -26,7 +27,6 @@ JSON goes to /dev/null (not a terminal, so the CLI prints it compact, as when pi
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics
@@ -34,42 +34,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from synthetic_catalog import synthetic_records
+
 import adapterhub
-from adapterhub.store import AdapterRecord, Catalog
+from adapterhub.store import Catalog
 
 TARGETS = {"list (empty)": 0.35, "list (10k)": 0.6}
-
-_CONFIG = {
-    "peft_type": "LORA",
-    "r": 16,
-    "lora_alpha": 32,
-    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "base_model_name_or_path": "meta-llama/Llama-3.2-1B",
-    "lora_dropout": 0.05,
-    "bias": "none",
-    "task_type": "CAUSAL_LM",
-}
-
-
-def synthetic_records(n: int) -> Iterator[AdapterRecord]:
-    """``n`` catalog rows with a realistic config, tags, task and description (no blobs needed)."""
-    for i in range(n):
-        yield AdapterRecord(
-            name=f"team{i % 97:02d}/adapter-{i:07d}",
-            digest=hashlib.sha256(str(i).encode()).hexdigest(),
-            size=10_000_000 + i,
-            rank=16,
-            alpha=32.0,
-            target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
-            config={**_CONFIG, "revision": f"r{i}"},
-            base_model="meta-llama/Llama-3.2-1B" if i % 3 else "Qwen/Qwen2.5-0.5B",
-            task=f"task-{i % 40}",
-            tags=(f"t{i % 11}", "lora"),
-            description=f"LoRA adapter number {i} for task {i % 40}",
-        )
 
 
 def make_home(root: Path, entries: int) -> Path:
