@@ -125,6 +125,10 @@ class InvalidTokenError(AuthError):
     """A token was sent but is unknown or revoked."""
 
 
+class PermissionDeniedError(AuthError):
+    """A valid token that may not do this: read-only, or another namespace than its own (HTTP 403)."""
+
+
 # -- store errors: the catalog's revisions, the blob store, the catalog's schema ------------------
 
 
