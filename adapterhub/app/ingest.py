@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from adapterhub.app.core import HubCore
-from adapterhub.errors import AdapterExistsError, BlobCorruptError, InvalidParameterError
+from adapterhub.errors import AdapterExistsError, BlobCorruptError, CommitConflictError, InvalidParameterError
 from adapterhub.files import CHUNK, atomic_write
 from adapterhub.lora import CONFIG_NAME, WEIGHTS_NAME, AdapterConfig
 from adapterhub.names import validate_name
@@ -73,7 +73,10 @@ def _stored_blobs(core: HubCore, adapter: LoraAdapter, files: Sequence[ExtraFile
     """Write the weights' and extra files' blobs; yields (weights digest, size).
 
     If the block raises (the rows were not committed), blobs that nothing references are deleted
-    again, so a refused commit leaves the store as it was.
+    again, so a refused commit leaves the store as it was. Not after a lost race for the head
+    (``CommitConflictError``, ``AdapterExistsError``): the commit is retried with the same files,
+    and a concurrent commit of the same bytes may be about to reference them (``gc`` removes
+    what nobody took, after its grace period).
     """
     written: list[str] = []
     try:
@@ -86,6 +89,8 @@ def _stored_blobs(core: HubCore, adapter: LoraAdapter, files: Sequence[ExtraFile
                 writer.write(chunk)
         written.append(writer.digest)
         yield writer.digest, writer.size
+    except (CommitConflictError, AdapterExistsError):
+        raise
     except BaseException:
         for digest in written:
             if not blob_referenced(core, digest):
@@ -160,6 +165,7 @@ def store_revision(
     adapter: LoraAdapter,
     *,
     message: str,
+    expected_head: str | None = None,
     about: Description | None = None,
     metrics: Sequence[MetricRecord] = (),
     files: Sequence[ExtraFile] = (),
@@ -169,9 +175,14 @@ def store_revision(
     """Store ``adapter`` as the new head revision of ``name``, with its files, in one transaction.
 
     ``about`` (when given) replaces the entry's task, tags and description in the same transaction.
+    ``expected_head``: the revision this one is built on; the head moves only if it still is
+    (``CatalogWriter.add_revision``), else nothing is written.
 
     Returns:
         The new revision id.
+
+    Raises:
+        CommitConflictError: the head is no longer ``expected_head``.
     """
     tags = list(normalise_tags(about.tags)) if about is not None else None
     with _stored_blobs(core, adapter, files) as (digest, size):
@@ -183,6 +194,7 @@ def store_revision(
                 size=size,
                 config=adapter.config.raw,
                 message=message,
+                expected_head=expected_head,
                 source_revision=source_revision,
                 **_content_fields(adapter),  # type: ignore[arg-type]
                 **extra,

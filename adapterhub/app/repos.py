@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+import time
 from pathlib import Path
 
 from adapterhub.app.cards import card_description, card_metrics, read_card
 from adapterhub.app.core import HubCore
 from adapterhub.app.ingest import ExtraFile, store_new, store_revision
 from adapterhub.errors import (
+    AdapterExistsError,
     CommitConflictError,
+    EntryNotFoundError,
     HubRevisionNotFoundError,
     InvalidAdapterError,
     RepoNotFoundError,
@@ -127,6 +131,12 @@ def _check_target(core: HubCore, repo_id: str, revision: str) -> None:
         raise RepoNotFoundError(repo_id)
 
 
+# A commit that loses the race for the head (another process moved it first) is rebuilt on the new
+# head this many times at most; each round at least one of the racing commits wins, so this bounds
+# the wait, it is not a guess at how likely a conflict is.
+_COMMIT_ATTEMPTS = 32
+
+
 def commit(
     core: HubCore,
     repo_id: str,
@@ -144,69 +154,107 @@ def commit(
     card metadata, metrics and extra files go in together. A commit that changes nothing returns
     the head's id and adds no revision.
 
+    The head moves by compare-and-set in the database (``CatalogWriter.add_revision``), so several
+    server processes on one catalog never lose a commit. With ``parent_commit`` the commit is
+    refused (``CommitConflictError``, HTTP 412) unless that is still the head when it is stored;
+    without it, a commit that lost the race to a concurrent one is rebuilt on the new head (the
+    received files applied again), as the Hugging Face hub applies operations to its latest head.
+
     Raises:
         RepoNotFoundError, HubRevisionNotFoundError, CommitConflictError, InvalidAdapterError,
         ForbiddenFileError, InvalidRepoPathError, UnsupportedAdapterError.
     """
     _check_target(core, repo_id, revision)
-    with core.commit_lock(repo_id):
-        head = snapshot(core, repo_id) if core.catalog.exists(repo_id) else None
-        if parent_commit and (head is None or not head.revision.startswith(parent_commit.lower())):
-            raise CommitConflictError(
-                f"the commit was prepared on {parent_commit[:12]} but the head of '{repo_id}' is "
-                f"{head.revision[:12] if head else 'empty'}; fetch the head and commit again"
-            )
-        # generated files (a card made from the catalog) are not part of the head's content
-        base = {p: f for p, f in (head.files if head else {}).items() if f.blob_path is not None or p == CONFIG_NAME}
-        files = apply_commit(base, received)
-        for path, entry in files.items():
-            if isinstance(entry, StagedFile):
-                check_allowed_file(path, entry.head)
-        if CONFIG_NAME not in files or WEIGHTS_NAME not in files:
-            raise InvalidAdapterError(
-                f"after this commit '{repo_id}' would not hold both {CONFIG_NAME} and {WEIGHTS_NAME}; "
-                "a repo on this hub is a PEFT LoRA adapter, so commit both (safetensors weights only)"
-            )
-        config_file = files[CONFIG_NAME]
-        if isinstance(config_file, StagedFile):
-            config = AdapterConfig.load(config_file.local_path)
-        else:
-            config = AdapterConfig(json.loads(config_file.read_small()))
-        from adapterhub.lora import LoraAdapter
+    for attempt in range(_COMMIT_ATTEMPTS):
+        try:
+            return _commit_on_head(core, repo_id, received, message=message, parent_commit=parent_commit)
+        except (CommitConflictError, AdapterExistsError) as e:
+            # AdapterExistsError: another commit created the repo's first revision before this one
+            if parent_commit:
+                raise CommitConflictError(
+                    f"the commit was prepared on {parent_commit[:12]} but the head of '{repo_id}' moved "
+                    "while it was stored; fetch the head and commit again"
+                ) from None
+            if attempt + 1 == _COMMIT_ATTEMPTS:
+                raise CommitConflictError(
+                    f"the head of '{repo_id}' kept moving ({_COMMIT_ATTEMPTS} concurrent commits won first); "
+                    "commit again"
+                ) from e
+            time.sleep(random.uniform(0.0, 0.005 * (attempt + 1)))  # spread the retries of a burst
+    raise AssertionError("unreachable")
 
-        adapter = LoraAdapter.from_files(config, _local(files[WEIGHTS_NAME]), validate=False)
-        extras = {p: e for p, e in sorted(files.items()) if p not in _ADAPTER_FILES}
-        readme = extras.get(README_NAME)
-        card = read_card(
-            _local(readme) if readme is not None else None, adapter, file_sha256=files[WEIGHTS_NAME].sha256
+
+def _commit_on_head(
+    core: HubCore, repo_id: str, received: UploadStaging, *, message: str, parent_commit: str | None
+) -> str:
+    """One attempt of ``commit``: read the head, apply the received files, store on that head."""
+    head = snapshot(core, repo_id) if core.catalog.exists(repo_id) else None
+    if parent_commit and (head is None or not head.revision.startswith(parent_commit.lower())):
+        raise CommitConflictError(
+            f"the commit was prepared on {parent_commit[:12]} but the head of '{repo_id}' is "
+            f"{head.revision[:12] if head else 'empty'}; fetch the head and commit again"
         )
-        extra_files = [_extra_file(p, e) for p, e in extras.items()]
-        if head is None:
-            return store_new(
-                core,
-                adapter,
-                repo_id,
-                about=card_description(card),
-                lineage=card.lineage,
-                metrics=card_metrics(card),
-                files=extra_files,
-                operation="push",
-                source=f"hub:{repo_id}",
-            ).revision
-        unchanged_extras = {p: e.sha256 for p, e in extras.items()} == {
-            p: f.sha256 for p, f in base.items() if p not in _ADAPTER_FILES
-        }
-        if (
-            unchanged_extras
-            and head.files[WEIGHTS_NAME].sha256 in (files[WEIGHTS_NAME].sha256, adapter.digest)  # cheap test first
-            and config.raw == json.loads(head.files[CONFIG_NAME].read_small())
-        ):
-            return head.revision
-        return store_revision(
+    # generated files (a card made from the catalog) are not part of the head's content
+    base = {p: f for p, f in (head.files if head else {}).items() if f.blob_path is not None or p == CONFIG_NAME}
+    _check_deletions(repo_id, head, received)
+    files = apply_commit(base, received)
+    for path, entry in files.items():
+        if isinstance(entry, StagedFile):
+            check_allowed_file(path, entry.head)
+    if CONFIG_NAME not in files or WEIGHTS_NAME not in files:
+        raise InvalidAdapterError(
+            f"after this commit '{repo_id}' would not hold both {CONFIG_NAME} and {WEIGHTS_NAME}; "
+            "a repo on this hub is a PEFT LoRA adapter, so commit both (safetensors weights only)"
+        )
+    config_file = files[CONFIG_NAME]
+    if isinstance(config_file, StagedFile):
+        config = AdapterConfig.load(config_file.local_path)
+    else:
+        config = AdapterConfig(json.loads(config_file.read_small()))
+    from adapterhub.lora import LoraAdapter
+
+    adapter = LoraAdapter.from_files(config, _local(files[WEIGHTS_NAME]), validate=False)
+    extras = {p: e for p, e in sorted(files.items()) if p not in _ADAPTER_FILES}
+    readme = extras.get(README_NAME)
+    card = read_card(_local(readme) if readme is not None else None, adapter, file_sha256=files[WEIGHTS_NAME].sha256)
+    extra_files = [_extra_file(p, e) for p, e in extras.items()]
+    if head is None:
+        return store_new(
             core,
-            repo_id,
             adapter,
-            message=message or "commit",
-            about=card_description(card) if card.has_adapterhub_section else None,
+            repo_id,
+            about=card_description(card),
+            lineage=card.lineage,
+            metrics=card_metrics(card),
             files=extra_files,
-        )
+            operation="push",
+            source=f"hub:{repo_id}",
+        ).revision
+    unchanged_extras = {p: e.sha256 for p, e in extras.items()} == {
+        p: f.sha256 for p, f in base.items() if p not in _ADAPTER_FILES
+    }
+    if (
+        unchanged_extras
+        and head.files[WEIGHTS_NAME].sha256 in (files[WEIGHTS_NAME].sha256, adapter.digest)  # cheap test first
+        and config.raw == json.loads(head.files[CONFIG_NAME].read_small())
+    ):
+        return head.revision
+    return store_revision(
+        core,
+        repo_id,
+        adapter,
+        message=message or "commit",
+        expected_head=head.revision,
+        about=card_description(card) if card.has_adapterhub_section else None,
+        files=extra_files,
+    )
+
+
+def _check_deletions(repo_id: str, head: HubSnapshot | None, received: UploadStaging) -> None:
+    """A deleted file or folder must exist in the head, as on the Hugging Face hub (``delete_file``
+    of a missing path raises ``EntryNotFoundError`` there too)."""
+    listed = head.files if head is not None else {}
+    for path, folder in received.deletions:
+        found = any(p.startswith(path + "/") for p in listed) if folder else path in listed
+        if not found:
+            raise EntryNotFoundError(repo_id, head.revision if head else "main", path)

@@ -239,6 +239,7 @@ class Catalog:
         size: int,
         config: dict[str, Any],
         message: str,
+        expected_head: str | None = None,
         source_revision: str | None = None,
         rank: int | None = None,
         alpha: float | None = None,
@@ -252,12 +253,15 @@ class Catalog:
         The adapter row's digest, size, config and source revision follow the new head; pass the
         descriptive fields that changed with the content (``rank``, ``alpha``, ``ranks``,
         ``target_modules``, ``base_model``, ``source_repo``) too, or they keep their old values.
+        With ``expected_head`` the head moves only if it is still that revision (compare-and-set
+        in the database, so it holds across processes and hosts).
 
         Returns:
             The new 40-hex revision id.
 
         Raises:
             AdapterNotFoundError: no such adapter.
+            CommitConflictError: the head is no longer ``expected_head``.
         """
         with self.transaction() as tx:
             return tx.add_revision(
@@ -266,6 +270,7 @@ class Catalog:
                 size=size,
                 config=config,
                 message=message,
+                expected_head=expected_head,
                 source_revision=source_revision,
                 rank=rank,
                 alpha=alpha,

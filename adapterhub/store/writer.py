@@ -19,11 +19,11 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from adapterhub.errors import AdapterExistsError, AdapterNotFoundError, InvalidParameterError
+from adapterhub.errors import AdapterExistsError, AdapterNotFoundError, CommitConflictError, InvalidParameterError
 from adapterhub.names import validate_name
 from adapterhub.store import reads
 from adapterhub.store.blobs import validate_digest
@@ -286,6 +286,7 @@ class CatalogWriter:
         size: int,
         config: dict[str, Any],
         message: str,
+        expected_head: str | None = None,
         source_revision: str | None = None,
         rank: int | None = None,
         alpha: float | None = None,
@@ -296,24 +297,41 @@ class CatalogWriter:
     ) -> str:
         """Record a new version of ``name``'s content and make it the head (see ``Catalog.add_revision``).
 
+        The head moves by compare-and-set in the database: the adapter row is read locked (SQLite:
+        the transaction holds the write lock since ``BEGIN IMMEDIATE``; PostgreSQL: ``FOR UPDATE``
+        waits for a concurrent writer and then sees its head), and the UPDATE only matches while
+        the head is still ``expected_head``. Several server processes on one database therefore
+        never build two revisions on one parent, where a process-local lock would let them.
+
+        Args:
+            expected_head: the revision the new one is built on (a hub commit passes the head it
+                read); ``None`` appends to whatever the head is (a pull, a tool).
+
         Returns:
             The new 40-hex revision id.
 
         Raises:
             AdapterNotFoundError: no such adapter.
+            CommitConflictError: the head is no longer ``expected_head``.
             InvalidParameterError: a malformed digest or config.
         """
         validate_digest(digest)
         row = self._adapter_row(name)
+        parent = row.revision
+        if expected_head is not None and parent != expected_head:
+            raise CommitConflictError(
+                f"the head of '{name}' moved from {expected_head[:12]} to {(parent or '')[:12]} "
+                "while this revision was being built on it"
+            )
         created = _now()
         revision = make_revision_id(
-            name=name, parent_revision=row.revision, digest=digest, config=config, message=message, created=created
+            name=name, parent_revision=parent, digest=digest, config=config, message=message, created=created
         )
         self.session.add(
             AdapterRevision(
                 adapter_id=row.id,
                 revision=revision,
-                parent_revision=row.revision,
+                parent_revision=parent,
                 digest=digest,
                 size=size,
                 config=config,
@@ -322,24 +340,35 @@ class CatalogWriter:
                 created=created,
             )
         )
-        row.revision = revision
-        row.digest = digest
-        row.size = size
-        row.config = config
-        row.source_revision = source_revision
+        values: dict[str, Any] = {
+            "revision": revision,
+            "digest": digest,
+            "size": size,
+            "config": config,
+            "source_revision": source_revision,
+        }
         if rank is not None:
-            row.rank = rank
+            values["rank"] = rank
         if alpha is not None:
-            row.alpha = alpha
+            values["alpha"] = alpha
         if not isinstance(ranks, Keep):
-            row.ranks = ranks
+            values["ranks"] = ranks
         if target_modules is not None:
-            row.target_modules = list(target_modules)
+            values["target_modules"] = list(target_modules)
         if not isinstance(base_model, Keep):
-            row.base_model = base_model
+            values["base_model"] = base_model
         if not isinstance(source_repo, Keep):
-            row.source_repo = source_repo
-        self.session.flush()
+            values["source_repo"] = source_repo
+        self.session.flush()  # the revision row first: the head must name an existing revision
+        moved = self.session.execute(
+            update(Adapter)
+            .where(Adapter.id == row.id, Adapter.revision == parent)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if moved.rowcount != 1:  # only reachable if the row lock did not hold (it should)
+            raise CommitConflictError(f"the head of '{name}' moved while this revision was being written")
+        self.session.expire(row)  # later writes in this transaction (update) reload the new head
         return revision
 
     def add_revision_files(self, name: str, revision: str, files: Sequence[RevisionFileRecord]) -> None:

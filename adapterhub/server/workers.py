@@ -1,0 +1,70 @@
+"""``adapterhub serve --workers N``: several uvicorn worker processes on one home.
+
+uvicorn starts each worker process by importing the application by name, so a worker cannot be
+handed the facade that the command built; it builds its own from the environment instead:
+``ADAPTERHUB_HOME`` and ``ADAPTERHUB_DATABASE_URL`` (as every command reads them) and the serve
+options in ``ADAPTERHUB_SERVE_*`` variables, which ``serve_workers`` sets before uvicorn spawns the
+workers (children inherit the environment). Nothing is shared between workers but the catalog
+database and the blob store: the head of a repo moves by compare-and-set in the database, so
+commits arriving at different workers (or at servers on other hosts sharing one PostgreSQL) are
+never lost.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from adapterhub.hubformat import DEFAULT_MAX_UPLOAD_BYTES
+from adapterhub.server.app import create_app
+from adapterhub.settings import env_flag
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+__all__ = ["ENV_MAX_UPLOAD_BYTES", "ENV_READ_TOKEN_REQUIRED", "app_from_environment", "serve_workers"]
+
+ENV_READ_TOKEN_REQUIRED = "ADAPTERHUB_SERVE_READ_TOKEN_REQUIRED"
+ENV_MAX_UPLOAD_BYTES = "ADAPTERHUB_SERVE_MAX_UPLOAD_BYTES"
+FACTORY = "adapterhub.server.workers:app_from_environment"
+
+
+def app_from_environment() -> FastAPI:
+    """The server application on the home and options named by the environment (uvicorn factory).
+
+    Example:
+        uvicorn --factory adapterhub.server.workers:app_from_environment --workers 4
+    """
+    from adapterhub.app import AdapterHub  # in the worker process, after it started
+
+    max_upload = os.environ.get(ENV_MAX_UPLOAD_BYTES, "")
+    return create_app(
+        AdapterHub(),
+        read_token_required=env_flag(ENV_READ_TOKEN_REQUIRED),
+        max_upload_bytes=int(max_upload) if max_upload.isdigit() else DEFAULT_MAX_UPLOAD_BYTES,
+    )
+
+
+def serve_workers(
+    *,
+    workers: int,
+    home: str,
+    database_url: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    read_token_required: bool = False,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    log_level: str = "info",
+) -> None:
+    """Run ``workers`` server processes on one port until interrupted (uvicorn's process manager).
+
+    ``home`` and ``database_url`` are the resolved settings of the command, passed on through the
+    environment so every worker opens the same catalog and blob store.
+    """
+    import uvicorn
+
+    os.environ["ADAPTERHUB_HOME"] = home
+    os.environ["ADAPTERHUB_DATABASE_URL"] = database_url
+    os.environ[ENV_READ_TOKEN_REQUIRED] = "1" if read_token_required else "0"
+    os.environ[ENV_MAX_UPLOAD_BYTES] = str(max_upload_bytes)
+    uvicorn.run(FACTORY, factory=True, workers=workers, host=host, port=port, log_level=log_level)
