@@ -15,6 +15,7 @@ from typing import Any
 from adapterhub.app import evaluation, ingest, merging, repos, sync, tokens
 from adapterhub.app.core import HubCore
 from adapterhub.errors import AdapterNotFoundError
+from adapterhub.hubformat import UploadStaging
 from adapterhub.store import AdapterRecord
 
 
@@ -123,16 +124,20 @@ class AdapterHub(HubCore):
         return self.catalog.referenced_digests() | repos.referenced_digests(self)
 
     def gc(self, *, grace_seconds: float = 3600.0) -> dict[str, Any]:
-        """Remove blobs no catalog entry references and temp files left by killed processes.
+        """Remove blobs no catalog entry references, temp files and upload staging folders left by
+        killed processes.
 
         Anything younger than ``grace_seconds`` is kept: another process may be between writing a
-        blob and committing its row. Use 0 only when nothing else writes to this home.
+        blob and committing its row, or still receiving an upload. Use 0 only when nothing else
+        writes to this home (this process's own uploads in progress are kept even then).
         """
         result = self.blobs.gc(self._referenced_digests(), grace_seconds=grace_seconds)
+        staging = UploadStaging.remove_stale(self.settings.home / "uploads", grace_seconds=grace_seconds)
         return {
             "blobs": list(result.blobs),
             "temp_files": [str(p) for p in result.temp_files],
-            "bytes_freed": result.bytes_freed,
+            "staging": [str(folder) for folder, _ in staging],
+            "bytes_freed": result.bytes_freed + sum(size for _, size in staging),
         }
 
     def verify(self) -> dict[str, list[str]]:

@@ -165,7 +165,9 @@ def _build_merge_command() -> Callable[..., None]:
             "averaging methods (lego), 1 for sums (linear, cat, svd, ties, dare, magnitude).")),
         keyword("name", Optional[str], typer.Option(
             None, "--name", "-n", metavar="NAME", help="Catalog name of the result (default merged/<method>-<digest>).")),
-        keyword("seed", int, typer.Option(0, "--seed", metavar="INTEGER", help="Seed for every random choice.")),
+        keyword("seed", int, typer.Option(
+            0, "--seed", metavar="INTEGER", help="Seed for every random choice (0 to 2**63 - 1)."
+        )),
         keyword("force", bool, typer.Option(False, "--force", help="Merge adapters of different base models anyway.")),
         keyword("task", Optional[str], typer.Option(None, "--task", metavar="TEXT", help="Task recorded on the result.")),
         keyword("tag", list[str], typer.Option([], "--tag", metavar="TEXT",
@@ -210,9 +212,10 @@ def methods(json_output: bool = JSON_OPTION) -> None:
         return
     rows = []
     for m in listed:
-        params = "; ".join(f"{p['name']}={p['default']}" for p in m["parameters"]) or "-"
+        params = "; ".join(f"{p['name']}={p['default']}" + (f" {p['range']}" if p.get("range") else "")
+                           for p in m["parameters"]) or "-"
         rows.append([m["name"], params, "1/n" if m["default_weights"] == "uniform" else "1", m["reference_url"]])
-    print_table("merge methods", ["method", "parameters (defaults)", "weights", "reference"], rows)
+    print_table("merge methods", ["method", "parameters (defaults, ranges)", "weights", "reference"], rows)
 
 
 def typer_app() -> typer.Typer:

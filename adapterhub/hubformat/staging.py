@@ -9,8 +9,11 @@ exactly as they were.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -18,11 +21,10 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from adapterhub.errors import UploadTooLargeError
-from adapterhub.hubformat.rules import DEFAULT_MAX_UPLOAD_BYTES, check_allowed_file, check_repo_path
+from adapterhub.hubformat.rules import DEFAULT_MAX_UPLOAD_BYTES, HEAD_BYTES, check_allowed_file, check_repo_path
 
 __all__ = ["StagedFile", "StagedWriter", "UploadStaging", "apply_commit"]
 
-_HEAD_BYTES = 16  # enough of a file's start to recognise a pickle or a zip archive
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +54,8 @@ class StagedWriter:
         if self._file is None:
             raise RuntimeError("StagedWriter is closed")
         self._staging._charge(len(data))
-        if len(self.head) < _HEAD_BYTES:
-            self.head += bytes(data[: _HEAD_BYTES - len(self.head)])
+        if len(self.head) < HEAD_BYTES:  # what the pickle check reads
+            self.head += bytes(data[: HEAD_BYTES - len(self.head)])
         self._file.write(data)
         self._hash.update(data)
         self.size += len(data)
@@ -70,6 +72,10 @@ class UploadStaging:
     """The files of one commit, received into a private temp folder before anything is stored.
 
     ``close`` (or leaving the ``with`` block) removes the folder whether the commit was stored or not.
+    A killed process cannot, so each folder is named after its host and process id
+    (``.upload-<pid>@<host>-<random>``): the next staging on this host removes folders of processes
+    that are gone (a restart cleans its own), ``remove_stale`` (called by ``gc``) those untouched for
+    a grace period, and a day-old folder goes at any rate.
 
     Args:
         root: parent folder for the staging folder (on the same disk as the blob store).
@@ -77,11 +83,16 @@ class UploadStaging:
     """
 
     STALE_SECONDS = 24 * 3600
+    PREFIX = ".upload-"
+    _active: set[Path] = set()  # this process's open staging folders (never removed by remove_stale)
+    _lock = threading.Lock()
 
     def __init__(self, root: Path, *, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> None:
         root.mkdir(parents=True, exist_ok=True)
-        self._remove_stale(root)
-        self.folder = Path(tempfile.mkdtemp(prefix=".upload-", dir=root))
+        self.remove_stale(root)
+        with self._lock:
+            self.folder = Path(tempfile.mkdtemp(prefix=f"{self.PREFIX}{_owner()}-", dir=root))
+            self._active.add(self.folder)
         self.max_bytes = max_bytes
         self.total = 0
         self.files: dict[str, StagedFile] = {}
@@ -89,15 +100,32 @@ class UploadStaging:
         self._count = 0
 
     @classmethod
-    def _remove_stale(cls, root: Path) -> None:
-        """Remove staging folders a killed server left behind (untouched for a day)."""
-        cutoff = time.time() - cls.STALE_SECONDS
+    def remove_stale(cls, root: Path, *, grace_seconds: float | None = None) -> list[tuple[Path, int]]:
+        """Remove staging folders no upload is using; returns each removed folder and its bytes.
+
+        Removed: folders of a process on this host that has exited (killed mid-upload), and folders
+        nothing was written to for ``grace_seconds`` (default a day): another process, or another
+        host sharing this home, may still be receiving into a younger one. This process's own open
+        folders are always kept, so ``grace_seconds=0`` removes every folder not in use here.
+        """
+        cutoff = time.time() - (cls.STALE_SECONDS if grace_seconds is None else grace_seconds)
+        removed: list[tuple[Path, int]] = []
+        if not root.is_dir():
+            return removed
         for entry in root.iterdir():
+            if not entry.name.startswith(cls.PREFIX):
+                continue
+            with cls._lock:
+                if entry in cls._active:
+                    continue
             try:
-                if entry.name.startswith(".upload-") and entry.stat().st_mtime < cutoff:
-                    shutil.rmtree(entry, ignore_errors=True)
+                newest, size = _newest_mtime_and_size(entry)
             except FileNotFoundError:  # another process removed it first
-                pass
+                continue
+            if newest < cutoff or _owner_is_gone(entry.name):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append((entry, size))
+        return removed
 
     @staticmethod
     def check_sizes(sizes: Iterable[int], *, max_bytes: int) -> None:
@@ -134,7 +162,7 @@ class UploadStaging:
         """
         sha256 = writer.close()
         check_repo_path(path)
-        check_allowed_file(path, writer.head)
+        check_allowed_file(path, writer.head, size=writer.size)
         staged = StagedFile(path, writer.local_path, sha256, writer.size, writer.head)
         self.files[path] = staged
         return staged
@@ -153,12 +181,46 @@ class UploadStaging:
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+        with self._lock:
+            self._active.discard(self.folder)
 
     def __enter__(self) -> UploadStaging:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _owner() -> str:
+    """``pid@host`` of this process (computed each time: a forked worker has its own pid)."""
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def _newest_mtime_and_size(folder: Path) -> tuple[float, int]:
+    """The latest modification time in a staging folder (itself or a file being written) and its bytes."""
+    newest, size = folder.stat().st_mtime, 0
+    for f in folder.iterdir():
+        try:
+            st = f.stat()
+        except FileNotFoundError:
+            continue
+        newest, size = max(newest, st.st_mtime), size + st.st_size
+    return newest, size
+
+
+def _owner_is_gone(name: str) -> bool:
+    """Whether a staging folder's name says it belongs to a process on this host that has exited."""
+    owner = name[len(UploadStaging.PREFIX) :].rpartition("-")[0]
+    pid, _, host = owner.partition("@")
+    if not pid.isdigit() or int(pid) == os.getpid() or host != socket.gethostname():
+        return False  # an older name, this process (its open folders are in _active), or another host
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
 
 
 _V = TypeVar("_V")

@@ -37,6 +37,7 @@ from adapterhub.lora.config import targets_module
 from adapterhub.merge.base import ModuleContext, Term
 from adapterhub.merge.factors import FactorGram, fro_inner, stack_terms
 from adapterhub.merge.methods import REGISTRY
+from adapterhub.merge.params import MAX_SEED
 from adapterhub.merge.registry import MergeMethod, MethodInfo
 from adapterhub.threads import torch_threads
 
@@ -203,6 +204,8 @@ def merge_adapters(
         raise InvalidParameterError("merge needs at least one adapter")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InvalidParameterError(f"seed must be an integer, got {seed!r}")
+    if not 0 <= seed <= MAX_SEED:  # torch seeds are 64-bit; a larger one was a 500
+        raise InvalidParameterError(f"seed must be between 0 and {MAX_SEED} (2**63 - 1), got {seed}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise InvalidParameterError(f"threads must be a positive integer, got {threads!r}")
     labels = _input_labels(names, len(adapters))

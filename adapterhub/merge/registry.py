@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from adapterhub.errors import InvalidParameterError
 from adapterhub.merge.base import ModuleMergeFn
+from adapterhub.merge.params import is_numeric, value_range
 
 DefaultWeights = Literal["uniform", "ones"]
 Seeded = Literal["never", "always", "below_total_rank"]
@@ -101,6 +102,7 @@ class ParamInfo:
     default: Any
     help: str
     choices: tuple[Any, ...] | None = None
+    range: str | None = None  # numeric parameters: their bounds, e.g. "[1, 4096]"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -109,6 +111,7 @@ class ParamInfo:
             "default": self.default,
             "help": self.help,
             "choices": list(self.choices) if self.choices is not None else None,
+            "range": self.range,
         }
 
 
@@ -152,7 +155,9 @@ def describe(method: MergeMethod) -> MethodInfo:
     params = []
     for name, field in method.params.model_fields.items():
         type_name, choices = _type_name(field.annotation)
-        params.append(ParamInfo(name, type_name, field.default, field.description or "", choices))
+        bounds = value_range(field)
+        help_text = (field.description or "") + (f" (range {bounds})" if bounds else "")
+        params.append(ParamInfo(name, type_name, field.default, help_text, choices, bounds))
     return MethodInfo(
         name=method.name,
         description=method.description,
@@ -185,6 +190,13 @@ class MethodRegistry:
         config = method.params.model_config
         if config.get("extra") != "forbid":
             raise ValueError(f"merge method '{method.name}': its params model must set extra='forbid'")
+        # a request must not buy unbounded work (restarts=1e6 kept a core busy after the client left)
+        unbounded = [n for n, f in method.params.model_fields.items() if is_numeric(f) and value_range(f) is None]
+        if unbounded:
+            raise ValueError(
+                f"merge method '{method.name}': numeric parameters need a lower and an upper bound "
+                f"(Field(ge=..., le=...)): {', '.join(unbounded)}"
+            )
         self._methods[method.name] = method
         return method
 
