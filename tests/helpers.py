@@ -405,15 +405,16 @@ class Live:
 
 @contextmanager
 def live_hub(home: Path, *, max_upload_bytes: int = MAX_UPLOAD, read_token_required: bool = False) -> Iterator[Live]:
-    """A fresh home served by ``adapterhub.server.create_app`` on loopback, with a write token and
-    a read-only token; the facade is closed after the server stops."""
+    """A fresh home served by ``adapterhub.server.create_app`` on loopback, with an admin write token
+    and an admin read-only token; the facade is closed after the server stops."""
     from adapterhub.app import AdapterHub
     from adapterhub.server import create_app
 
     hub = AdapterHub(home)
     try:
-        token = hub.create_token(name="writer")["token"]
-        read_token = hub.create_token(name="reader", write=False)["token"]
+        # the operator's tokens (admin: every namespace); tests/security makes owned ones
+        token = hub.create_token(name="writer", admin=True)["token"]
+        read_token = hub.create_token(name="reader", write=False, admin=True)["token"]
         app = create_app(hub, max_upload_bytes=max_upload_bytes, read_token_required=read_token_required)
         with live_server(app) as url:
             yield Live(url, hub, home, token, read_token)

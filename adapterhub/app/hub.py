@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapterhub.app import evaluation, ingest, merging, repos, sync, tokens
+from adapterhub.app import access, evaluation, ingest, merging, repos, sync, tokens
 from adapterhub.app.core import HubCore
 from adapterhub.errors import AdapterNotFoundError
 from adapterhub.hubformat import UploadStaging
@@ -52,6 +52,12 @@ class AdapterHub(HubCore):
     list_tokens = tokens.list_tokens
     revoke_token = tokens.revoke_token
     check_token = tokens.check_token
+    authorize_read = access.authorize_read
+    authorize_write = access.authorize_write
+    authorize_merge = access.authorize_merge
+    readable = access.readable
+    redact_lineage = access.redact_lineage
+    redact_show = access.redact_show
     hub_create_repo = repos.create_repo
     hub_repo_private = repos.repo_private
     hub_private_repos = repos.private_repos

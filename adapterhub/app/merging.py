@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from adapterhub.app.access import private_result
 from adapterhub.app.core import HubCore
 from adapterhub.app.ingest import add_adapter, load
 from adapterhub.errors import AdapterExistsError, InvalidParameterError
@@ -71,6 +72,7 @@ def merge(
     weights: Sequence[float] | None = None,
     params: Mapping[str, Any] | None = None,
     name: str | None = None,
+    namespace: str = "merged",
     seed: int = 0,
     force: bool = False,
     task: str | None = None,
@@ -86,7 +88,8 @@ def merge(
         k: output rank, for methods that take one (same as ``params={"k": k}``).
         weights: one per input; default 1/n for averaging methods, 1 for sums.
         params: the method's other parameters (validated; unknown keys list the valid ones).
-        name: catalog name of the result; default ``merged/<method>-<digest prefix>``.
+        name: catalog name of the result; default ``<namespace>/<method>-<digest prefix>``.
+        namespace: the namespace of a default name (``merged``).
         seed: seeds every random choice, so a merge is reproducible.
         force: merge adapters whose base models differ.
         progress: called as ``progress(done, total, module_path)`` after each module.
@@ -126,15 +129,17 @@ def merge(
     default_description = f"{method} merge of " + ", ".join(names)
     if parent_tasks:
         default_description += f" (tasks: {', '.join(parent_tasks)})"
-    record = add_adapter(
-        core,
-        result.adapter,
-        name or f"merged/{method}-{result.adapter.digest[:12]}",
-        task=task,
-        tags=list(tags) or ["merged"],
-        description=description or default_description,
-        lineage=lineage,
-        operation=f"merge:{method}",
-    )
+    result_name = name or f"{namespace}/{method}-{result.adapter.digest[:12]}"
+    with private_result(core, names, result_name):  # private parents: a private result, never public
+        record = add_adapter(
+            core,
+            result.adapter,
+            result_name,
+            task=task,
+            tags=list(tags) or ["merged"],
+            description=description or default_description,
+            lineage=lineage,
+            operation=f"merge:{method}",
+        )
     return MergeOutcome(record=record, method=method, params=result.params, weights=list(result.weights),
                         seed=seed, report=result.report.to_dict())

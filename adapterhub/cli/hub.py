@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -93,7 +93,7 @@ def serve(
 
     \b
     Example:
-        adapterhub token create --name me        # prints TOKEN, needed for pushes
+        adapterhub token create --owner acme     # prints TOKEN, needed for pushes to acme/
         adapterhub serve --port 8000 &
         export HF_ENDPOINT=http://127.0.0.1:8000
         adapterhub push acme/sql-lora acme/sql-lora --token TOKEN
@@ -121,36 +121,63 @@ def serve(
 
 TOKEN_HELP = """Access tokens of `adapterhub serve`: create, list, revoke.
 
-Only their sha256 is stored; a token is shown once, when it is created.
+A token acts for one namespace (--owner, default its --name): it writes only there and into the
+namespaces granted with --namespace, and reads private repos only there; public repos are
+readable by all. --admin makes an operator token (every namespace). Only their sha256 is stored;
+a token is shown once, when it is created.
 
 \b
 Example:
-    adapterhub token create --name ci
+    adapterhub token create --owner acme --name ci
 """
 
 
 def token_create(
     name: Optional[str] = typer.Option(None, "--name", metavar="TEXT", help="A name to list and revoke it by."),
-    read_only: bool = typer.Option(False, "--read-only", help="Allow reads only (for --read-token-required)."),
+    owner: Optional[str] = typer.Option(
+        None, "--owner", metavar="NAMESPACE", help="Namespace it acts for (default: its --name)."
+    ),
+    namespaces: list[str] = typer.Option(
+        [], "--namespace", metavar="NAMESPACE", help="One more namespace it may write and read privately (repeat)."
+    ),
+    read_only: bool = typer.Option(False, "--read-only", help="Allow reads only, no writes."),
+    admin: bool = typer.Option(False, "--admin", help="Operator token: every namespace, every private repo."),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Create a token and print it once (it cannot be shown again).
 
+    Without --owner the token owns the namespace named like the token (--name), as a hub user owns
+    the namespace of their name.
+
     \b
     Example:
-        adapterhub token create --name ci
+        adapterhub token create --owner acme --name acme-ci
+        adapterhub token create --owner acme --namespace team2 --read-only
+        adapterhub token create --admin --name operator
     """
     with handle_errors():
-        result = open_hub().create_token(name=name, write=not read_only)
+        result = open_hub().create_token(
+            name=name, write=not read_only, owner=owner, namespaces=namespaces, admin=admin
+        )
     if json_output:
         print_json(result)
     else:
         typer.echo(result["token"])
-        info(f"token '{result['name']}' ({result['scope']}) created; store it now, it is not shown again")
+        info(
+            f"token '{result['name']}' ({result['scope']}, {_namespaces(result)}) created; "
+            "store it now, it is not shown again"
+        )
+
+
+def _namespaces(token: dict[str, Any]) -> str:
+    """What a token may write or read privately, in words."""
+    if token["admin"]:
+        return "admin: every namespace"
+    return "namespaces: " + ", ".join([token["owner"], *token["namespaces"]])
 
 
 def token_list(json_output: bool = JSON_OPTION) -> None:
-    """List tokens (names and scopes, never the secrets).
+    """List tokens (names, scopes and namespaces, never the secrets).
 
     \b
     Example:
@@ -163,8 +190,11 @@ def token_list(json_output: bool = JSON_OPTION) -> None:
         return
     print_table(
         f"{len(tokens)} token(s)",
-        ["id", "name", "scope", "created", "last used"],
-        [[t["id"], t["name"], t["scope"], t["created"], t["last_used"] or "-"] for t in tokens],
+        ["id", "name", "scope", "namespaces", "created", "last used"],
+        [
+            [t["id"], t["name"], t["scope"], _namespaces(t).split(": ", 1)[1], t["created"], t["last_used"] or "-"]
+            for t in tokens
+        ],
     )
 
 

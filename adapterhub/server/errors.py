@@ -21,6 +21,7 @@ from adapterhub.errors import (
     AdapterNotFoundError,
     AuthError,
     BlobCorruptError,
+    CommitConflictError,
     EntryNotFoundError,
     HubError,
     HubRevisionNotFoundError,
@@ -29,8 +30,10 @@ from adapterhub.errors import (
     InvalidNameError,
     InvalidParameterError,
     InvalidTokenError,
+    PermissionDeniedError,
     RepoNotFoundError,
     UnsupportedAdapterError,
+    UploadTooLargeError,
 )
 
 __all__ = [
@@ -45,13 +48,16 @@ __all__ = [
 
 STATUS: tuple[tuple[type[AdapterHubError], int], ...] = (
     (AdapterNotFoundError, 404),  # also RepoNotFoundError, HubRevisionNotFoundError, EntryNotFoundError
-    (AdapterExistsError, 409),
-    (AuthError, 401),  # also InvalidTokenError
+    (AdapterExistsError, 409),  # a conflict: the repo or entry exists
+    (PermissionDeniedError, 403),  # a valid token that may not: read-only, or another namespace
+    (AuthError, 401),  # no token where one is needed; also InvalidTokenError
+    (CommitConflictError, 412),  # a stale parentCommit: precondition failed, as the HF hub answers
+    (UploadTooLargeError, 413),  # more bytes than the server takes
     (InvalidNameError, 400),  # also InvalidRepoPathError
-    (InvalidAdapterError, 422),  # also ForbiddenFileError, UploadTooLargeError
+    (InvalidAdapterError, 422),  # also ForbiddenFileError
     (UnsupportedAdapterError, 422),
     (IncompatibleAdaptersError, 422),
-    (InvalidParameterError, 422),  # also CommitConflictError
+    (InvalidParameterError, 422),
     (BlobCorruptError, 500),  # the store is damaged: not the client's fault
     (HubError, 502),  # an upstream hub failed
     (AdapterHubError, 400),

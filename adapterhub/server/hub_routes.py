@@ -85,7 +85,7 @@ async def _json_object(request: Request) -> dict[str, Any]:
 @router.post("/api/repos/create")
 async def create_repo(request: Request) -> JSONResponse:
     """Create a model repo ``organization/name`` (``huggingface_hub.HfApi.create_repo``)."""
-    await run_in_threadpool(require_write, request)
+    await run_in_threadpool(require_write, request, None)  # 401/403 before the body is read
     payload = await _json_object(request)
     return await run_in_threadpool(_create_repo, request, payload)
 
@@ -98,6 +98,7 @@ def _create_repo(request: Request, payload: dict[str, Any]) -> JSONResponse:
     if not namespace or not isinstance(name, str):
         raise InvalidParameterError("give the repo id as 'namespace/name' (this hub has no per-user namespace)")
     repo_id = f"{namespace}/{name}"
+    require_write(request, repo_id, must_exist=False)
     private = payload.get("visibility") == "private" or bool(payload.get("private"))
     created = hub_of(request).hub_create_repo(repo_id, private=private)
     url = f"{_base_url(request)}/{repo_id}"
@@ -248,8 +249,7 @@ def resolve(namespace: str, name: str, revision: str, path: str, request: Reques
 
 
 def _check_commit_target(request: Request, repo_id: str, revision: str) -> None:
-    require_write(request)
-    hub_of(request).hub_repo_private(repo_id)  # raises RepoNotFoundError
+    require_write(request, repo_id)  # a missing or hidden repo: 404; no right to write it: 403
     if revision not in _HEAD_ALIASES:
         raise HubRevisionNotFoundError(repo_id, revision, " (this hub commits to 'main' only)")
     if request.query_params.get("create_pr"):

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapterhub.server.auth import hub_of, require_read, require_write
+from adapterhub.server.auth import bearer, hub_of, require_read
 
 __all__ = ["MergeRequest", "router"]
 
@@ -48,43 +48,53 @@ def list_adapters(
     q: str | None = Query(None, description="Free text in name, task, tags, description."),
     limit: int | None = Query(None, ge=1, le=100_000),
 ) -> list[dict[str, Any]]:
-    """Catalog entries matching every filter, by name (private repos only with a token)."""
+    """Catalog entries matching every filter, by name (private repos only for tokens that may read them)."""
     token = require_read(request)
     hub = hub_of(request)
     records = hub.list(base_model=base_model, task=task, tag=tag, query=q, limit=limit)
-    if token is None:
-        private = hub.hub_private_repos()
-        records = [r for r in records if r.name not in private]
-    return [r.to_dict() for r in records]
+    visible = hub.readable(token, records, lambda r: r.name)
+    if limit is not None and len(visible) < len(records):  # some were hidden: fill the page from the rest
+        everything = hub.list(base_model=base_model, task=task, tag=tag, query=q)
+        visible = hub.readable(token, everything, lambda r: r.name)[:limit]
+    return [r.to_dict() for r in visible]
 
 
 @router.get("/adapters/{namespace}/{name}")
 def show_adapter(namespace: str, name: str, request: Request) -> dict[str, Any]:
-    """One adapter: metadata, lineage rows, children, metrics, revisions."""
+    """One adapter: metadata, lineage rows, children, metrics, revisions (private relatives hidden)."""
     adapter_id = f"{namespace}/{name}"
-    require_read(request, adapter_id)
-    return hub_of(request).show(adapter_id)
+    token = require_read(request, adapter_id)
+    hub = hub_of(request)
+    return hub.redact_show(token, hub.show(adapter_id))
 
 
 @router.get("/adapters/{namespace}/{name}/lineage")
 def adapter_lineage(namespace: str, name: str, request: Request) -> dict[str, Any]:
-    """What an adapter was made from, recursively."""
+    """What an adapter was made from, recursively (private ancestors the caller cannot read hidden)."""
     adapter_id = f"{namespace}/{name}"
-    require_read(request, adapter_id)
-    return hub_of(request).lineage(adapter_id)
+    token = require_read(request, adapter_id)
+    hub = hub_of(request)
+    return hub.redact_lineage(token, hub.lineage(adapter_id))
 
 
 @router.post("/merge")
 def merge(spec: MergeRequest, request: Request) -> dict[str, Any]:
-    """Merge adapters into a new catalog entry; returns its repo id (pullable at once)."""
-    require_write(request)
-    outcome = hub_of(request).merge(
+    """Merge adapters into a new catalog entry; returns its repo id (pullable at once).
+
+    The token must read every input and write the result's namespace (without ``name``, the result
+    goes to the token's own namespace); the result is private when any input is.
+    """
+    hub = hub_of(request)
+    token = hub.check_token(bearer(request))
+    namespace = hub.authorize_merge(token, spec.names, spec.name)
+    outcome = hub.merge(
         spec.names,
         method=spec.method,
         k=spec.k,
         weights=spec.weights,
         params=spec.params,
         name=spec.name,
+        namespace=namespace,
         **({"seed": spec.seed} if spec.seed is not None else {}),
     )
     record = outcome.record

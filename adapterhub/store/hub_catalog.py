@@ -12,6 +12,7 @@ function joins that transaction. Attaching files to a revision is a write of the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,6 +31,7 @@ __all__ = [
     "create_repo",
     "file_digest_in_use",
     "find_token",
+    "forget_repo",
     "get_repo",
     "list_tokens",
     "private_repo_names",
@@ -51,19 +53,29 @@ class HubRepoRecord:
 
 @dataclass(frozen=True, slots=True)
 class TokenRecord:
-    """An access token, without its secret (only its sha256 is stored)."""
+    """An access token, without its secret (only its sha256 is stored).
+
+    ``owner`` is the namespace it acts for, ``namespaces`` the further namespaces it was granted;
+    an ``admin`` token (the operator's) may use every namespace. ``write`` False: read-only.
+    """
 
     id: int
     name: str
     write: bool
     created: datetime
     last_used: datetime | None
+    owner: str | None = None
+    namespaces: tuple[str, ...] = ()
+    admin: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "name": self.name,
             "scope": "write" if self.write else "read",
+            "owner": self.owner,
+            "namespaces": list(self.namespaces),
+            "admin": self.admin,
             "created": self.created.isoformat(),
             "last_used": self.last_used.isoformat() if self.last_used else None,
         }
@@ -98,6 +110,16 @@ def get_repo(catalog: Catalog, name: str) -> HubRepoRecord | None:
     with catalog.reading() as reader:
         rows = reader.rows("SELECT name, private, created FROM hub_repos WHERE name = :name", {"name": name})
     return HubRepoRecord(rows[0][0], bool(rows[0][1]), reads.as_utc(rows[0][2])) if rows else None
+
+
+def forget_repo(catalog: Catalog, name: str) -> None:
+    """Delete the hub repo row of ``name`` (not its catalog entry): undoes ``create_repo``."""
+    from sqlalchemy import delete  # lazy: SQLAlchemy and the ORM
+
+    from adapterhub.store.orm_hub import HubRepo
+
+    with catalog.transaction() as tx:
+        tx.session.execute(delete(HubRepo).where(HubRepo.name == name))
 
 
 def private_repo_names(catalog: Catalog) -> set[str]:
@@ -146,15 +168,33 @@ def file_digest_in_use(catalog: Catalog, digest: str) -> bool:
 
 # -- tokens --------------------------------------------------------------------------------------
 
-_TOKEN_COLUMNS = "id, name, write, created, last_used"
+_TOKEN_COLUMNS = "id, name, write, created, last_used, owner, CAST(namespaces AS TEXT), admin"
 
 
 def _token_record(r: Sequence[Any]) -> TokenRecord:
-    return TokenRecord(r[0], r[1], bool(r[2]), reads.as_utc(r[3]), None if r[4] is None else reads.as_utc(r[4]))
+    return TokenRecord(
+        id=r[0],
+        name=r[1],
+        write=bool(r[2]),
+        created=reads.as_utc(r[3]),
+        last_used=None if r[4] is None else reads.as_utc(r[4]),
+        owner=r[5],
+        namespaces=tuple(json.loads(r[6]) if r[6] else ()),
+        admin=bool(r[7]),
+    )
 
 
-def add_token(catalog: Catalog, *, name: str, token_sha256: str, write: bool) -> TokenRecord:
-    """Store a new token by its hash.
+def add_token(
+    catalog: Catalog,
+    *,
+    name: str,
+    token_sha256: str,
+    write: bool,
+    owner: str | None = None,
+    namespaces: Sequence[str] = (),
+    admin: bool = False,
+) -> TokenRecord:
+    """Store a new token by its hash, with its owner namespace, granted namespaces and admin flag.
 
     Raises:
         InvalidParameterError: a token with this name exists.
@@ -165,10 +205,21 @@ def add_token(catalog: Catalog, *, name: str, token_sha256: str, write: bool) ->
 
     try:
         with catalog.transaction() as tx:
-            row = Token(name=name, token_sha256=token_sha256, write=write, created=_now(), last_used=None)
+            row = Token(
+                name=name,
+                token_sha256=token_sha256,
+                write=write,
+                owner=owner,
+                namespaces=list(namespaces),
+                admin=admin,
+                created=_now(),
+                last_used=None,
+            )
             tx.session.add(row)
             tx.session.flush()
-            return TokenRecord(row.id, row.name, row.write, row.created, row.last_used)
+            return TokenRecord(
+                row.id, row.name, row.write, row.created, row.last_used, row.owner, tuple(row.namespaces), row.admin
+            )
     except IntegrityError:
         raise InvalidParameterError(
             f"a token named {name!r} exists; choose another --name or revoke it with `adapterhub token revoke {name}`"

@@ -13,13 +13,15 @@ Choices, and why:
   weights digest). Rows reference ``adapter_revisions.id`` with ``ON DELETE CASCADE``, so removing
   an adapter removes its file rows in the database; the blobs go with the next ``gc``.
 - ``tokens`` stores only the sha256 of each token: a stolen database does not give write access.
+  Each token has an owner namespace, extra granted namespaces and an ``admin`` flag (migration
+  ``0003_token_scopes``): what it may read privately and write is decided in ``app/access``.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from adapterhub.store.orm import Base, UTCDateTime
@@ -60,5 +62,10 @@ class Token(Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     write: Mapped[bool] = mapped_column(Boolean)
+    # the namespace it acts for (None only for admin tokens), more namespaces it was granted, and
+    # whether it is the operator's token (every namespace, every private repo)
+    owner: Mapped[str | None] = mapped_column(String(96))
+    namespaces: Mapped[list[str]] = mapped_column(JSON)
+    admin: Mapped[bool] = mapped_column(Boolean)
     created: Mapped[datetime] = mapped_column(UTCDateTime)
     last_used: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -69,6 +69,9 @@ class StubHub:
     def hub_repo_private(self, repo_id: str) -> bool:
         return False
 
+    def authorize_read(self, token: object, repo_id: str) -> bool:
+        return False  # a public repo
+
     def hub_snapshot(self, repo_id: str, revision: str = "main") -> None:
         raise self.error
 

@@ -116,8 +116,9 @@ def test_private_repos_are_hidden_without_a_token(live, tmp_path):
     random_adapter(80).save(tmp_path / "p")
     api.upload_folder(repo_id="rest/private", folder_path=str(tmp_path / "p"))
     assert "rest/private" not in names(live.url)
-    assert httpx.get(f"{live.url}/api/models/rest/private").status_code == 401
-    assert httpx.get(f"{live.url}/v1/adapters/rest/private").status_code == 401
+    # a private repo answers as a missing one (404, not 401), so private names cannot be probed
+    assert httpx.get(f"{live.url}/api/models/rest/private").status_code == 404
+    assert httpx.get(f"{live.url}/v1/adapters/rest/private").status_code == 404
     assert HfApi(endpoint=live.url, token=live.read_token).model_info("rest/private").private is True
     listed = httpx.get(f"{live.url}/v1/adapters", headers={"Authorization": f"Bearer {live.read_token}"}).json()
     assert "rest/private" in [r["name"] for r in listed]
