@@ -34,6 +34,40 @@ class Settings:
     def blob_root(self) -> Path:
         return self.home / "blobs"
 
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite catalog file when the catalog is the default one under home, else None."""
+        default = self.home / "catalog.db"
+        return default if self.database_url == f"sqlite:///{default}" else None
+
+
+def prepare_home(settings: Settings) -> None:
+    """Create the home private to its owner: the folder 0700, the default SQLite catalog 0600.
+
+    Why: the home holds private repos' weights and the token table; with a usual umask (022) the
+    folder and ``catalog.db`` would be readable by every local user. The modes are set explicitly
+    (``chmod``), so they do not depend on the umask. An existing home keeps the mode its operator
+    gave it; SQLite gives its ``-wal``/``-shm`` files the database file's mode.
+    """
+    home = settings.home
+    if not home.is_dir():
+        home.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            home.mkdir(mode=0o700)
+            os.chmod(home, 0o700)
+        except FileExistsError:  # another process created it first
+            pass
+    database = settings.sqlite_path
+    if database is not None and not database.exists():
+        try:
+            fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # an empty file is an empty database
+        except FileExistsError:
+            return
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+
 
 def load_settings(home: str | Path | None = None, database_url: str | None = None) -> Settings:
     """Resolve settings from arguments first, then ``ADAPTERHUB_*`` variables, then defaults."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from adapterhub.settings import Settings, load_settings
+from adapterhub.settings import Settings, load_settings, prepare_home
 from adapterhub.store import BlobStore, Catalog
 
 
@@ -26,7 +26,7 @@ class HubCore:
 
     def __init__(self, home: str | Path | None = None, database_url: str | None = None) -> None:
         self.settings: Settings = load_settings(home, database_url)
-        self.settings.home.mkdir(parents=True, exist_ok=True)
+        prepare_home(self.settings)  # home 0700, catalog.db 0600
         self.blobs: BlobStore = BlobStore(self.settings.blob_root)
         self.catalog: Catalog = Catalog(self.settings.database_url)
         # tokens: when each token's last_used was last written (monotonic seconds), so that a busy

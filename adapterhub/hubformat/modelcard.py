@@ -12,6 +12,7 @@ The front matter has two parts:
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,11 +21,15 @@ from typing import Any
 import yaml
 
 from adapterhub.errors import InvalidAdapterError
+from adapterhub.hubformat.limits import MAX_FRONT_MATTER_BYTES, YamlLimitError, load_yaml_bounded
 from adapterhub.store.records import AdapterRecord, LineageRecord, MetricRecord
 
-__all__ = ["CardInfo", "parse_card", "render_card", "split_front_matter", "validate_card"]
+__all__ = ["MAX_CARD_METADATA_BYTES", "CardInfo", "parse_card", "render_card", "split_front_matter", "validate_card"]
 
 _AUTO_TAGS = ("lora", "adapterhub")
+# What one card may put into the catalog (tags, description, lineage with params, metrics), as JSON
+# once every YAML alias is expanded: every anonymous ``GET .../lineage`` reads it back.
+MAX_CARD_METADATA_BYTES = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -156,8 +161,15 @@ def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
             break
     else:
         raise InvalidAdapterError("README.md: the YAML front matter has no closing '---' line")
+    if len(raw.encode("utf-8", errors="replace")) > MAX_FRONT_MATTER_BYTES:
+        raise InvalidAdapterError(
+            f"README.md: the YAML front matter is larger than {MAX_FRONT_MATTER_BYTES} bytes; "
+            "keep long text in the markdown body"
+        )
     try:
-        meta = yaml.safe_load(raw) if raw.strip() else {}
+        meta = load_yaml_bounded(raw) if raw.strip() else {}
+    except YamlLimitError as e:
+        raise InvalidAdapterError(f"README.md: the front matter is refused: {e}") from None
     except yaml.YAMLError as e:
         raise InvalidAdapterError(f"README.md: the front matter is not valid YAML ({e})") from None
     if meta is None:
@@ -232,7 +244,9 @@ def _parse_meta(meta: dict[str, Any]) -> CardInfo:
     hf_tags = tuple(t for t in raw_tags if isinstance(t, str) and t not in _AUTO_TAGS)
     base = meta.get("base_model") if isinstance(meta.get("base_model"), str) else None
     if section is None:
-        return CardInfo(tags=hf_tags, base_model=base)
+        info = CardInfo(tags=hf_tags, base_model=base)
+        _check_metadata_size(info)
+        return info
     if not isinstance(section, dict):
         raise InvalidAdapterError("README.md: the 'adapterhub' section must be a mapping")
     tags = section.get("tags", list(hf_tags))
@@ -247,7 +261,7 @@ def _parse_meta(meta: dict[str, Any]) -> CardInfo:
         for m in metrics
     ):
         raise InvalidAdapterError("README.md: adapterhub.metrics rows need task, split, metric and a finite value")
-    return CardInfo(
+    info = CardInfo(
         name=_str_or_none(section.get("name"), "name"),
         task=_str_or_none(section.get("task"), "task"),
         tags=tuple(tags),
@@ -258,6 +272,32 @@ def _parse_meta(meta: dict[str, Any]) -> CardInfo:
         metrics=tuple(metrics),
         has_adapterhub_section=True,
     )
+    _check_metadata_size(info)
+    return info
+
+
+def _check_metadata_size(info: CardInfo) -> None:
+    """Refuse a card whose catalog metadata is over ``MAX_CARD_METADATA_BYTES`` as JSON.
+
+    Measured after YAML aliases are expanded (the JSON the catalog would store), so a small card
+    cannot become a huge lineage row.
+    """
+    stored = {
+        "tags": info.tags,
+        "description": info.description,
+        "lineage": [(p.parent_name, p.operation, p.parent_digest, p.params) for p in info.lineage],
+        "metrics": info.metrics,
+        "name": info.name,
+        "task": info.task,
+        "base_model": info.base_model,
+        "digest": info.digest,
+    }
+    size = len(json.dumps(stored, default=str))
+    if size > MAX_CARD_METADATA_BYTES:
+        raise InvalidAdapterError(
+            f"README.md: the adapterhub section holds {size} bytes of metadata once expanded, more than "
+            f"{MAX_CARD_METADATA_BYTES}; shorten the description, tags, lineage params or metrics"
+        )
 
 
 def parse_card(text: str) -> CardInfo:

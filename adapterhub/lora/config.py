@@ -19,6 +19,52 @@ CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 LEGACY_WEIGHTS_NAME = "adapter_model.bin"
 README_NAME = "README.md"  # the model card a hub repo carries beside the adapter files
+MAX_JSON_DEPTH = 64  # real PEFT configs nest 3 deep; 50k-deep ``[[[…`` must be refused, not crash a parser
+MAX_CONFIG_BYTES = 4 << 20  # a per-layer rank_pattern of a 70B model is ~40 KB
+
+
+def json_depth(value: Any, *, stop_after: int | None = None) -> int:
+    """How deeply lists and objects nest in ``value`` (0 for a scalar), without recursion.
+
+    Args:
+        value: parsed JSON (or YAML) data.
+        stop_after: return as soon as the depth is known to exceed this (cheap refusals).
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if stop_after is not None and deepest > stop_after:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+class JsonNestingError(ValueError):
+    """JSON nested deeper than the caller allows."""
+
+
+def loads_json_bounded(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` for untrusted input: nesting deeper than ``max_depth`` is a ``ValueError``.
+
+    Why: ``json.loads`` of 50,000 nested brackets raises ``RecursionError`` (a crash, a 500 on the
+    server), and a few hundred levels parse but break later code that recurses (``deepcopy``,
+    ``json.dumps``). Both become one clear ``ValueError`` here (``JSONDecodeError`` is one too).
+    """
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise JsonNestingError(f"JSON nested deeper than {max_depth} levels") from None
+    if json_depth(value, stop_after=max_depth) > max_depth:
+        raise JsonNestingError(f"JSON nested deeper than {max_depth} levels")
+    return value
 
 
 def lora_scale(rank: int, alpha: float, *, use_rslora: bool = False) -> float:
@@ -70,6 +116,8 @@ class AdapterConfig:
     """
 
     def __init__(self, raw: Mapping[str, Any]) -> None:
+        if json_depth(raw, stop_after=MAX_JSON_DEPTH) > MAX_JSON_DEPTH:  # before deepcopy recurses into it
+            raise InvalidAdapterError(f"adapter_config.json: nested deeper than {MAX_JSON_DEPTH} levels")
         self.raw: dict[str, Any] = copy.deepcopy(dict(raw))
         peft_type = str(self.raw.get("peft_type", "")).upper()
         if peft_type != "LORA":
@@ -100,9 +148,11 @@ class AdapterConfig:
             path = path / CONFIG_NAME
         if not path.is_file():
             raise InvalidAdapterError(f"no {CONFIG_NAME} found; is this a PEFT adapter folder?", path=str(path.parent))
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise InvalidAdapterError(f"{CONFIG_NAME} is larger than {MAX_CONFIG_BYTES} bytes", path=str(path))
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raw = loads_json_bounded(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
             raise InvalidAdapterError(f"{CONFIG_NAME} is not valid JSON ({e})", path=str(path)) from e
         if not isinstance(raw, dict):
             raise InvalidAdapterError(f"{CONFIG_NAME} must hold a JSON object", path=str(path))

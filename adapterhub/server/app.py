@@ -8,11 +8,17 @@ Two faces over one ``AdapterHub`` facade:
 
 Every expected error is an ``AdapterHubError``; one handler turns it into a JSON body
 ``{"error": message, "type": class}`` with the status and hub headers from the one table in
-``adapterhub.server.errors``. Any other exception is a bug: a fixed 500 body, the traceback in the log.
+``adapterhub.server.errors``, with any server file path (under the home or the temp folder)
+replaced by a neutral word: a client learns what was wrong with its upload, not where the server
+keeps it. Any other exception is a bug: a fixed 500 body, the traceback in the log. Every request
+body is bounded and every response header cleaned by ``BodyLimitMiddleware`` (``bodylimit``).
 """
 
 from __future__ import annotations
 
+import re
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -22,6 +28,7 @@ from fastapi.responses import JSONResponse
 from adapterhub.errors import AdapterHubError, InvalidParameterError
 from adapterhub.hubformat import DEFAULT_MAX_UPLOAD_BYTES
 from adapterhub.server import hub_routes, rest
+from adapterhub.server.bodylimit import MAX_BODY_BYTES, BodyLimitMiddleware
 from adapterhub.server.errors import error_response, internal_error_response
 
 if TYPE_CHECKING:
@@ -29,12 +36,50 @@ if TYPE_CHECKING:
 
 __all__ = ["create_app", "serve"]
 
+_PATH_TAIL = r"(?:/[^\s'\"`()<>:;,]*)?"
+
+
+def _path_scrubber(home: Path | None) -> re.Pattern[str]:
+    """A pattern matching absolute paths under the home or the temp folder (longest root first)."""
+    roots = {tempfile.gettempdir(), str(Path(tempfile.gettempdir()).resolve())}
+    if home is not None:
+        roots |= {str(home), str(home.resolve())}
+    alternatives = "|".join(re.escape(r) for r in sorted(roots, key=len, reverse=True) if r not in ("", "/"))
+    return re.compile(f"(?:{alternatives})(?=[/\\s'\"`()<>:;,]|$){_PATH_TAIL}")
+
+
+def _neutral_name(match: re.Match[str]) -> str:
+    """What a client may know of a server path: which kind of storage it was."""
+    parts = match.group(0).split("/")
+    if "uploads" in parts:
+        return "<uploaded file>"
+    if "blobs" in parts:
+        return "<blob store>"
+    return "<server file>"
+
+
+def _public(exc: AdapterHubError, scrubber: re.Pattern[str]) -> AdapterHubError:
+    """``exc`` with server paths taken out of its message (the same class and fields otherwise).
+
+    A copy, because the message is built in ``__init__`` by classes with different signatures
+    (``BlobNotFoundError(digest, path)``, ``InvalidAdapterError(message, path=...)``).
+    """
+    message = str(exc)
+    public = scrubber.sub(_neutral_name, message)
+    if public == message:
+        return exc
+    clone = type(exc).__new__(type(exc))
+    clone.__dict__.update(exc.__dict__)
+    clone.args = (public,)
+    return clone
+
 
 def create_app(
     hub: AdapterHub,
     *,
     read_token_required: bool = False,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     """The server application over ``hub``.
 
@@ -42,6 +87,7 @@ def create_app(
         hub: the facade every route calls.
         read_token_required: reads need a token too (writes always do).
         max_upload_bytes: most file bytes one commit may carry.
+        max_body_bytes: most bytes of any other request body (JSON, YAML); 413 past it.
 
     Example:
         >>> import uvicorn                                     # doctest: +SKIP
@@ -55,10 +101,18 @@ def create_app(
     app.state.hub = hub
     app.state.read_token_required = read_token_required
     app.state.max_upload_bytes = max_upload_bytes
+    scrubber = _path_scrubber(getattr(getattr(hub, "settings", None), "home", None))
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
 
     @app.exception_handler(AdapterHubError)
     async def _handle(request: Request, exc: AdapterHubError) -> JSONResponse:
-        return error_response(exc)
+        return error_response(_public(exc, scrubber))
+
+    @app.exception_handler(RecursionError)
+    async def _handle_recursion(request: Request, exc: RecursionError) -> JSONResponse:
+        # A safety net: bounded parsers refuse deep nesting first; any that slips through is the
+        # client's deeply nested input, not a server bug.
+        return error_response(InvalidParameterError("the request holds data nested too deeply"))
 
     @app.exception_handler(RequestValidationError)
     async def _handle_validation(request: Request, exc: RequestValidationError) -> JSONResponse:

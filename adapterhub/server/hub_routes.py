@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from datetime import datetime, timezone
 from typing import Any
 
@@ -46,7 +45,9 @@ from adapterhub.hubformat import (
     check_repo_path,
     validate_card,
 )
+from adapterhub.hubformat.limits import JsonNestingError, loads_json_bounded
 from adapterhub.server.auth import hub_of, require_read, require_write
+from adapterhub.server.bodylimit import allow_body
 
 __all__ = ["router"]
 
@@ -69,10 +70,17 @@ def _base_url(request: Request) -> str:
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
-    """The request's JSON object body, read after the auth checks (so they answer first)."""
+    """The request's JSON object body, read after the auth checks (so they answer first).
+
+    The body is bounded by ``BodyLimitMiddleware`` (413 past it); it is parsed in a worker thread
+    (a few MiB of JSON would stall every other request on the event loop) with a nesting bound.
+    """
+    body = await request.body()
     try:
-        payload = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        payload = await run_in_threadpool(loads_json_bounded, body)
+    except JsonNestingError as e:
+        raise InvalidParameterError(f"the request body is refused: {e}") from None
+    except ValueError:  # also JSONDecodeError, UnicodeDecodeError
         payload = None
     if not isinstance(payload, dict):
         raise InvalidParameterError("the request body must be a JSON object")
@@ -299,6 +307,7 @@ async def commit(namespace: str, name: str, revision: str, request: Request) -> 
     await run_in_threadpool(_check_commit_target, request, repo_id, revision)
     limit: int = request.app.state.max_upload_bytes
     body_limit = limit * 4 // 3 + (1 << 20)  # base64 inflates by 4/3; plus JSON around it
+    allow_body(request, body_limit)  # this route streams: it takes more than BodyLimitMiddleware's default
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > body_limit:
         raise UploadTooLargeError(
@@ -342,7 +351,7 @@ async def validate_yaml(request: Request) -> JSONResponse:
     content = payload.get("content")
     if not isinstance(content, str):
         raise InvalidParameterError("validate-yaml expects {'content': '<README.md text>'}")
-    errors = validate_card(content)
+    errors = await run_in_threadpool(validate_card, content)  # YAML parsing is CPU work: off the event loop
     if errors:
         return JSONResponse(
             {"error": "; ".join(errors), "errors": [{"message": e} for e in errors], "warnings": []}, status_code=400

@@ -31,6 +31,7 @@ from adapterhub.files import CHUNK, TMP_PREFIX, fsync_dir, sha256_file
 __all__ = ["BlobStore", "BlobWriter", "GcResult", "validate_digest"]
 
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
+BLOB_MODE = 0o600  # private weights: readable by the server's user only, whatever the umask
 
 
 def validate_digest(digest: str) -> str:
@@ -132,7 +133,7 @@ class BlobWriter:
             os.utime(final)
         else:
             final.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(self._tmp, 0o644)
+            os.chmod(self._tmp, BLOB_MODE)
             os.replace(self._tmp, final)
             fsync_dir(final.parent)
         self._digest = digest
