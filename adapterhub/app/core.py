@@ -9,7 +9,6 @@ facade, and every cache or lock the services share is declared once, with its ty
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from adapterhub.settings import Settings, load_settings, prepare_home
@@ -32,18 +31,9 @@ class HubCore:
         # tokens: when each token's last_used was last written (monotonic seconds), so that a busy
         # client costs one write a minute, not one per request
         self.token_last_touched: dict[int, float] = {}
-        # repos: one lock per repo, so two commits to one repo in this process queue up instead of
-        # both reading the same head (the database's compare-and-set catches other processes)
-        self.commit_locks: dict[str, threading.Lock] = {}
-        self.commit_locks_guard: threading.Lock = threading.Lock()
         # evaluation: the base model's accuracy per (base model, task, protocol, split); it never
         # changes, and every merged adapter's report needs it
         self.zero_shot_cache: dict[tuple[str, str, str, str], float] = {}
-
-    def commit_lock(self, repo_id: str) -> threading.Lock:
-        """The lock that serialises this process's commits to ``repo_id``."""
-        with self.commit_locks_guard:
-            return self.commit_locks.setdefault(repo_id, threading.Lock())
 
     def close(self) -> None:
         """Release the catalog's connections."""

@@ -65,6 +65,10 @@ class AdapterHub(HubCore):
     hub_staging = repos.staging
     hub_commit = repos.commit
     hub_referenced_digests = repos.referenced_digests
+    hub_list_repos = repos.list_repos
+    hub_commits = repos.commits
+    hub_head = repos.head
+    hub_delete_repo = repos.delete_repo
 
     # ---------------------------------------------------------------- reads
     def get(self, name: str) -> AdapterRecord:

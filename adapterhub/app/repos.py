@@ -1,4 +1,4 @@
-"""The hub server's repo operations: create, describe a revision, receive a commit.
+"""The hub server's repo operations: create, list, describe a revision, history, receive a commit, delete.
 
 A repo on this hub is a catalog entry: its commits are the entry's revisions, its weights and
 config come from the revision, other files (a model card, tokenizer files) are blobs attached to
@@ -12,6 +12,9 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from adapterhub.app.cards import card_description, card_metrics, read_card
@@ -19,6 +22,7 @@ from adapterhub.app.core import HubCore
 from adapterhub.app.ingest import ExtraFile, store_new, store_revision
 from adapterhub.errors import (
     AdapterExistsError,
+    AdapterNotFoundError,
     CommitConflictError,
     EntryNotFoundError,
     HubRevisionNotFoundError,
@@ -39,7 +43,7 @@ from adapterhub.hubformat import (
 )
 from adapterhub.lora import CONFIG_NAME, WEIGHTS_NAME, AdapterConfig
 from adapterhub.names import validate_name
-from adapterhub.store import hub_catalog
+from adapterhub.store import RevisionRecord, hub_catalog
 from adapterhub.store.revision_ids import HEAD_ALIASES
 
 _ADAPTER_FILES = (CONFIG_NAME, WEIGHTS_NAME)
@@ -64,6 +68,110 @@ def repo_private(core: HubCore, repo_id: str) -> bool:
 def private_repos(core: HubCore) -> set[str]:
     """Names of private repos (the server hides them from readers without a token)."""
     return hub_catalog.private_repo_names(core.catalog)
+
+
+@dataclass(frozen=True, slots=True)
+class RepoSummary:
+    """One repo as ``list_models`` lists it; ``revision`` is None for an empty repo."""
+
+    repo_id: str
+    private: bool
+    revision: str | None
+    created: datetime | None
+    base_model: str | None
+    tags: tuple[str, ...]
+
+
+def list_repos(
+    core: HubCore,
+    *,
+    search: str | None = None,
+    author: str | None = None,
+    tags: Sequence[str] = (),
+    library: str | None = None,
+) -> list[RepoSummary]:
+    """Repos matching every filter, by id (``HfApi.list_models``); private ones included.
+
+    Args:
+        search: a case-insensitive substring of the repo id, as on the HF hub.
+        author: the namespace.
+        tags: every one must be among the repo's tags (``peft``, ``lora``, the catalog tags and
+            ``base_model:<id>``), as the hub's ``filter``.
+        library: ``peft`` (every repo here is a PEFT adapter) or nothing matches.
+
+    The server hides private repos that the caller may not read.
+    """
+    if library is not None and library.lower() != "peft":
+        return []
+    created_repos = {r.name: r for r in hub_catalog.list_repos(core.catalog)}
+    found: dict[str, RepoSummary] = {}
+    for record in core.catalog.list():
+        repo = created_repos.get(record.name)
+        repo_tags = ("peft", "lora", *record.tags, *((f"base_model:{record.base_model}",) if record.base_model else ()))
+        found[record.name] = RepoSummary(
+            record.name, bool(repo and repo.private), record.revision, record.created, record.base_model, repo_tags
+        )
+    for name, repo in created_repos.items():
+        found.setdefault(name, RepoSummary(name, repo.private, None, repo.created, None, ("peft", "lora")))
+    needle = (search or "").lower()
+    return [
+        summary
+        for name, summary in sorted(found.items())
+        if needle in name.lower()
+        and (author is None or name.split("/", 1)[0] == author)
+        and all(tag in summary.tags for tag in tags)
+    ]
+
+
+def commits(core: HubCore, repo_id: str, revision: str = "main") -> list[RevisionRecord]:
+    """The commits reachable from ``revision``, newest first (``HfApi.list_repo_commits``).
+
+    Raises:
+        RepoNotFoundError, HubRevisionNotFoundError (also for an empty repo: it has no commit yet).
+    """
+    repo_private(core, repo_id)
+    if not core.catalog.exists(repo_id):
+        raise HubRevisionNotFoundError(repo_id, revision, " (the repo is empty: nothing was committed yet)")
+    try:
+        start = core.catalog.get_revision(repo_id, revision)
+    except RevisionNotFoundError:
+        raise HubRevisionNotFoundError(repo_id, revision) from None
+    by_id = {r.revision: r for r in core.catalog.revisions(repo_id)}
+    history: list[RevisionRecord] = []
+    current: RevisionRecord | None = start
+    while current is not None and len(history) < len(by_id):  # the bound guards against a cycle
+        history.append(current)
+        current = by_id.get(current.parent_revision) if current.parent_revision else None
+    return history
+
+
+def head(core: HubCore, repo_id: str) -> str | None:
+    """The head commit of a repo (its one branch, ``main``); None for an empty repo.
+
+    Raises:
+        RepoNotFoundError.
+    """
+    repo_private(core, repo_id)
+    try:
+        return core.catalog.get_revision(repo_id).revision
+    except AdapterNotFoundError:
+        return None
+
+
+def delete_repo(core: HubCore, repo_id: str) -> None:
+    """Delete a repo: its catalog entry (revisions, files, metrics, tags) and its hub row, in one
+    transaction (``HfApi.delete_repo``). Its blobs stay until ``gc``: a concurrent download may
+    still be streaming them, and other entries may share them.
+
+    Raises:
+        RepoNotFoundError.
+    """
+    validate_name(repo_id)
+    repo_private(core, repo_id)
+    with core.catalog.transaction() as tx:
+        if tx.exists(repo_id):
+            tx.remove(repo_id)
+        hub_catalog.forget_repo(core.catalog, repo_id)  # joins the transaction
 
 
 def referenced_digests(core: HubCore) -> set[str]:

@@ -84,12 +84,17 @@ def serve(
         2048, "--max-upload-mb", min=1, metavar="INTEGER", help="Most MiB of files per commit."
     ),
     log_level: str = typer.Option("info", "--log-level", metavar="TEXT", help="uvicorn log level."),
+    workers: int = typer.Option(
+        1, "--workers", min=1, max=64, metavar="INTEGER", help="Server processes on this port (one catalog)."
+    ),
 ) -> None:
     """Serve the catalog as a Hugging Face-compatible hub and a REST API.
 
     Clients point HF_ENDPOINT at it: huggingface_hub and PEFT then push and pull as usual. The
     API docs are at /docs. The server runs until stopped (Ctrl-C), so start clients in a second
-    terminal, or run the server in the background as below.
+    terminal, or run the server in the background as below. Several processes (--workers, or
+    servers on several hosts sharing one ADAPTERHUB_DATABASE_URL) may serve one home: commits to
+    a repo never overwrite each other.
 
     \b
     Example:
@@ -109,6 +114,22 @@ def serve(
     with handle_errors():
         hub = open_hub()
     info(f"adapterhub serving {hub.settings.home} on http://{host}:{port} (docs at /docs)")
+    if workers > 1:
+        from adapterhub.server.workers import serve_workers
+
+        settings = hub.settings
+        hub.close()  # each worker opens its own facade on the same home
+        serve_workers(
+            workers=workers,
+            home=str(settings.home),
+            database_url=settings.database_url,
+            host=host,
+            port=port,
+            read_token_required=read_token_required,
+            max_upload_bytes=max_upload_mb * 1024 * 1024,
+            log_level=log_level,
+        )
+        return
     run_server(
         hub,
         host=host,

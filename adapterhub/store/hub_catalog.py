@@ -33,6 +33,7 @@ __all__ = [
     "find_token",
     "forget_repo",
     "get_repo",
+    "list_repos",
     "list_tokens",
     "private_repo_names",
     "referenced_file_digests",
@@ -126,6 +127,13 @@ def private_repo_names(catalog: Catalog) -> set[str]:
     """Names of the repos created private (hidden from anonymous listings)."""
     with catalog.reading() as reader:
         return {r[0] for r in reader.rows("SELECT name FROM hub_repos WHERE private = :yes", {"yes": True})}
+
+
+def list_repos(catalog: Catalog) -> list[HubRepoRecord]:
+    """Every repo created through the hub API, by name (``list_models`` also shows the empty ones)."""
+    with catalog.reading() as reader:
+        rows = reader.rows("SELECT name, private, created FROM hub_repos ORDER BY name")
+    return [HubRepoRecord(r[0], bool(r[1]), reads.as_utc(r[2])) for r in rows]
 
 
 # -- revision files ------------------------------------------------------------------------------
