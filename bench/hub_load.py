@@ -195,16 +195,23 @@ def free_port() -> int:
 class ServerProcess:
     """The ``adapterhub serve`` server in a subprocess on a free loopback port."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, workers: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "ADAPTERHUB_HOME": str(home)}
-        # What `adapterhub serve --port P` runs, without loading every other CLI command group.
-        code = (
-            "import sys; from adapterhub.app import AdapterHub; from adapterhub.server import serve; "
-            "serve(AdapterHub(), host='127.0.0.1', port=int(sys.argv[1]), log_level='warning')"
-        )
-        cmd = [sys.executable, "-c", code, str(self.port)]
+        # What `adapterhub serve --port P [--workers N]` runs, without loading every other CLI command.
+        if workers == 1:
+            code = (
+                "import sys; from adapterhub.app import AdapterHub; from adapterhub.server import serve; "
+                "serve(AdapterHub(), host='127.0.0.1', port=int(sys.argv[1]), log_level='warning')"
+            )
+        else:
+            code = (
+                "import sys; from adapterhub.app import AdapterHub; from adapterhub.server.workers import "
+                "serve_workers; s = AdapterHub().settings; serve_workers(workers=int(sys.argv[2]), "
+                "home=str(s.home), database_url=s.database_url, port=int(sys.argv[1]), log_level='warning')"
+            )
+        cmd = [sys.executable, "-c", code, str(self.port), str(workers)]
         self.proc = subprocess.Popen(cmd, env=env)
         import httpx
 
@@ -330,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big-mb", type=int, default=100, help="size of the big adapter (0 to skip)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each big-adapter measurement")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes (serve --workers)")
     args = parser.parse_args(argv)
     # Loopback only: every call below passes the server's endpoint explicitly; make sure an offline
     # setting from the environment (read by huggingface_hub at import) does not block it.
@@ -344,10 +352,10 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         home = root / "server-home"
         hub = AdapterHub(home)
-        token = hub.create_token(name="bench")["token"]
+        token = hub.create_token(name="bench", admin=True)["token"]  # pushes go to several namespaces
         repos = [hub.add_adapter(make_adapter(i), f"seed/adapter-{i}").name for i in range(args.seeds)]
         hub.close()
-        server = ServerProcess(home)
+        server = ServerProcess(home, workers=args.workers)
         try:
             work = root / "work"
             work.mkdir()
