@@ -171,3 +171,14 @@ class BlobNotFoundError(BlobCorruptError, FileNotFoundError):
 
 class CatalogSchemaError(AdapterHubError):
     """The database's schema cannot be used by this version of adapterhub."""
+
+
+# -- limits on work -------------------------------------------------------------------------------
+
+
+class TooManyRequestsError(AdapterHubError):
+    """A caller already has as much work running as it may; it should wait and try again."""
+
+
+class OperationCancelledError(AdapterHubError):
+    """Work stopped before it stored anything, because whoever asked for it went away."""

@@ -30,6 +30,7 @@ from adapterhub.hubformat import DEFAULT_MAX_UPLOAD_BYTES
 from adapterhub.server import hub_listing, hub_routes, rest
 from adapterhub.server.bodylimit import MAX_BODY_BYTES, BodyLimitMiddleware
 from adapterhub.server.errors import error_response, internal_error_response
+from adapterhub.server.merge_slots import MergeSlots
 
 if TYPE_CHECKING:
     from adapterhub.app import AdapterHub
@@ -80,6 +81,7 @@ def create_app(
     read_token_required: bool = False,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_body_bytes: int = MAX_BODY_BYTES,
+    merge_slots: MergeSlots | None = None,
 ) -> FastAPI:
     """The server application over ``hub``.
 
@@ -88,6 +90,8 @@ def create_app(
         read_token_required: reads need a token too (writes always do).
         max_upload_bytes: most file bytes one commit may carry.
         max_body_bytes: most bytes of any other request body (JSON, YAML); 413 past it.
+        merge_slots: how many merges run at once, per token and in all (default: one per token,
+            one per core).
 
     Example:
         >>> import uvicorn                                     # doctest: +SKIP
@@ -101,6 +105,7 @@ def create_app(
     app.state.hub = hub
     app.state.read_token_required = read_token_required
     app.state.max_upload_bytes = max_upload_bytes
+    app.state.merge_slots = merge_slots or MergeSlots()
     scrubber = _path_scrubber(getattr(getattr(hub, "settings", None), "home", None))
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
 

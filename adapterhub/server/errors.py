@@ -30,8 +30,10 @@ from adapterhub.errors import (
     InvalidNameError,
     InvalidParameterError,
     InvalidTokenError,
+    OperationCancelledError,
     PermissionDeniedError,
     RepoNotFoundError,
+    TooManyRequestsError,
     UnsupportedAdapterError,
     UploadTooLargeError,
 )
@@ -53,6 +55,8 @@ STATUS: tuple[tuple[type[AdapterHubError], int], ...] = (
     (AuthError, 401),  # no token where one is needed; also InvalidTokenError
     (CommitConflictError, 412),  # a stale parentCommit: precondition failed, as the HF hub answers
     (UploadTooLargeError, 413),  # more bytes than the server takes
+    (TooManyRequestsError, 429),  # this token already runs as many merges as it may
+    (OperationCancelledError, 499),  # the client went away (nginx's code; nobody reads the answer)
     (InvalidNameError, 400),  # also InvalidRepoPathError
     (InvalidAdapterError, 422),  # also ForbiddenFileError
     (UnsupportedAdapterError, 422),

@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapterhub.server.auth import bearer, hub_of, require_read
+from adapterhub.server.merge_slots import MergeSlots, run_cancellable
 
 __all__ = ["MergeRequest", "router"]
 
@@ -78,25 +80,34 @@ def adapter_lineage(namespace: str, name: str, request: Request) -> dict[str, An
 
 
 @router.post("/merge")
-def merge(spec: MergeRequest, request: Request) -> dict[str, Any]:
+async def merge(spec: MergeRequest, request: Request) -> dict[str, Any]:
     """Merge adapters into a new catalog entry; returns its repo id (pullable at once).
 
     The token must read every input and write the result's namespace (without ``name``, the result
-    goes to the token's own namespace); the result is private when any input is.
+    goes to the token's own namespace); the result is private when any input is. A token runs one
+    merge at a time (429 otherwise), and a merge whose client disconnects stops storing nothing.
     """
     hub = hub_of(request)
-    token = hub.check_token(bearer(request))
-    namespace = hub.authorize_merge(token, spec.names, spec.name)
-    outcome = hub.merge(
-        spec.names,
-        method=spec.method,
-        k=spec.k,
-        weights=spec.weights,
-        params=spec.params,
-        name=spec.name,
-        namespace=namespace,
-        **({"seed": spec.seed} if spec.seed is not None else {}),
-    )
+    token = await run_in_threadpool(hub.check_token, bearer(request))
+    namespace = await run_in_threadpool(hub.authorize_merge, token, spec.names, spec.name)
+    slots: MergeSlots = request.app.state.merge_slots
+    seed = {"seed": spec.seed} if spec.seed is not None else {}
+
+    def run(check: Any) -> Any:
+        return hub.merge(
+            spec.names,
+            method=spec.method,
+            k=spec.k,
+            weights=spec.weights,
+            params=spec.params,
+            name=spec.name,
+            namespace=namespace,
+            progress=lambda done, total, path: check(),
+            **seed,
+        )
+
+    with slots.hold(f"token:{token.id}" if token is not None else "anonymous"):
+        outcome = await run_cancellable(request, run)
     record = outcome.record
     base = str(request.base_url).rstrip("/")
     return {"repo_id": record.name, "revision": record.revision, "url": f"{base}/{record.name}", **outcome.to_dict()}
