@@ -16,6 +16,7 @@ from adapterhub.app import access, evaluation, ingest, merging, repos, sync, tok
 from adapterhub.app.core import HubCore
 from adapterhub.errors import AdapterNotFoundError
 from adapterhub.hubformat import UploadStaging
+from adapterhub.hubformat.lfs_objects import LfsObjects
 from adapterhub.store import AdapterRecord
 
 
@@ -135,7 +136,7 @@ class AdapterHub(HubCore):
 
     def gc(self, *, grace_seconds: float = 3600.0) -> dict[str, Any]:
         """Remove blobs no catalog entry references, temp files and upload staging folders left by
-        killed processes.
+        killed processes, and LFS objects uploaded but not committed.
 
         Anything younger than ``grace_seconds`` is kept: another process may be between writing a
         blob and committing its row, or still receiving an upload. Use 0 only when nothing else
@@ -143,6 +144,7 @@ class AdapterHub(HubCore):
         """
         result = self.blobs.gc(self._referenced_digests(), grace_seconds=grace_seconds)
         staging = UploadStaging.remove_stale(self.settings.home / "uploads", grace_seconds=grace_seconds)
+        staging += LfsObjects(self.settings.home / "uploads" / "lfs").remove_stale(grace_seconds=grace_seconds)
         return {
             "blobs": list(result.blobs),
             "temp_files": [str(p) for p in result.temp_files],

@@ -6,7 +6,8 @@ operation. A ``file`` line carries the whole file inline, base64-encoded, in its
 never holds such a line: outside the ``content`` string it keeps the small rest of the line (the
 "skeleton", bounded by ``max_line_bytes``), and the ``content`` string itself is decoded from
 base64 as it arrives and streamed into a staging file. When the line ends, the skeleton (with an
-empty ``content``) is parsed with ``json.loads`` and the staged file gets its path.
+empty ``content``) is parsed with ``json.loads`` and the staged file gets its path. An ``lfsFile``
+line carries no bytes: it names an object uploaded before (LFS batch API) by its sha256.
 
 Base64 contains no character that JSON must escape, so the end of ``content`` is simply the next
 ``"``; the only escape accepted inside it is ``\\/`` (some encoders escape slashes).
@@ -16,9 +17,12 @@ from __future__ import annotations
 
 import binascii
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from adapterhub.errors import InvalidAdapterError, InvalidRepoPathError
+from adapterhub.hubformat.lfs_objects import check_oid
 from adapterhub.hubformat.staging import StagedWriter, UploadStaging
 
 __all__ = ["CommitBodyParser"]
@@ -70,17 +74,28 @@ class CommitBodyParser:
     Args:
         staging: where files go (its size limit applies to decoded bytes).
         max_line_bytes: most bytes of a line outside file contents (header, paths, …).
+        lfs_source: where the object with a given sha256 is (an LFS upload or a stored blob), or
+            None; without it every ``lfsFile`` line is refused.
 
     Attributes:
         header: the commit's header value (``summary``, ``description``, ``parentCommit``).
 
     Raises (from ``feed``/``close``):
-        InvalidAdapterError: malformed or truncated body, invalid base64, LFS or unknown operations.
+        InvalidAdapterError: malformed or truncated body, invalid base64, unknown operations, an
+            ``lfsFile`` naming an object that was not uploaded.
         InvalidRepoPathError, ForbiddenFileError, UploadTooLargeError: from the staging.
     """
 
-    def __init__(self, staging: UploadStaging, *, max_line_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        staging: UploadStaging,
+        *,
+        max_line_bytes: int = 1 << 20,
+        lfs_source: Callable[[str], Path | None] | None = None,
+    ) -> None:
         self.staging = staging
+        self.lfs_source = lfs_source
+        self.lfs_oids: list[str] = []  # objects this commit took from the LFS area
         self.max_line_bytes = max_line_bytes
         self.header: dict[str, Any] | None = None
         self.operations = 0
@@ -192,18 +207,17 @@ class CommitBodyParser:
             return
         if self.header is None:
             raise InvalidAdapterError("the commit body must start with a header line")
-        if key == "lfsFile":
+        if key not in ("file", "lfsFile", "deletedFile", "deletedFolder"):
             raise InvalidAdapterError(
-                "this hub takes files inline only (preupload answers uploadMode 'regular'); LFS uploads "
-                "are not supported — use huggingface_hub's upload_folder/upload_file, which follow that answer"
+                f"unknown commit operation {key!r}; expected file, lfsFile, deletedFile or deletedFolder"
             )
-        if key not in ("file", "deletedFile", "deletedFolder"):
-            raise InvalidAdapterError(f"unknown commit operation {key!r}; expected file, deletedFile or deletedFolder")
         self.operations += 1
         path = value.get("path")
         if not isinstance(path, str):
             raise InvalidRepoPathError(f"commit line {self._line_no}: a '{key}' operation needs a 'path' string")
-        if key == "file":
+        if key == "lfsFile":
+            self._apply_lfs(path, value)
+        elif key == "file":
             if value.get("encoding", "base64") != "base64":
                 raise InvalidAdapterError(f"file '{path}': only base64 content encoding is supported")
             if sink is None:  # content not where the streaming parser looks (e.g. nested oddly)
@@ -215,6 +229,23 @@ class CommitBodyParser:
             self.staging.add(path, sink.finish())
         else:
             self.staging.delete(path, folder=key == "deletedFolder")
+
+    def _apply_lfs(self, path: str, value: dict[str, Any]) -> None:
+        """Stage an object uploaded before the commit (``{path, algo: sha256, oid, size}``)."""
+        if value.get("algo", "sha256") != "sha256":
+            raise InvalidAdapterError(f"file '{path}': only sha256 LFS objects are supported")
+        oid = check_oid(value.get("oid"))
+        size = value.get("size")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+            raise InvalidAdapterError(f"file '{path}': an LFS 'size' must be a non-negative integer")
+        source = self.lfs_source(oid) if self.lfs_source is not None else None
+        if source is None:
+            raise InvalidAdapterError(
+                f"file '{path}': LFS object {oid} was not uploaded to this hub; upload it through the LFS batch API "
+                "first, or send the file inline"
+            )
+        self.staging.add_object(path, source, oid, size)
+        self.lfs_oids.append(oid)
 
     def close(self) -> None:
         """The body ended: a last line without a newline is accepted only if it is complete."""

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-from adapterhub.errors import UploadTooLargeError
+from adapterhub.errors import InvalidAdapterError, UploadTooLargeError
 from adapterhub.hubformat.rules import DEFAULT_MAX_UPLOAD_BYTES, HEAD_BYTES, check_allowed_file, check_repo_path
 
 __all__ = ["StagedFile", "StagedWriter", "UploadStaging", "apply_commit"]
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +171,36 @@ class UploadStaging:
         w = self.writer()
         w.write(data)
         return self.add(path, w)
+
+    def add_object(self, path: str, source: Path, sha256: str, size: int | None = None) -> StagedFile:
+        """Stage an object received earlier (an LFS upload, or a stored blob) under ``path``.
+
+        The object is hard-linked into this folder (copied across file systems), so it stays
+        while the commit is validated even if another commit consumes the original. Its bytes
+        were checked against ``sha256`` when received; the size limit, path and pickle checks
+        apply here, where the path is known.
+
+        Raises:
+            InvalidAdapterError: ``size`` is given and differs from the object's.
+            InvalidRepoPathError, ForbiddenFileError, UploadTooLargeError: as for ``add``.
+        """
+        check_repo_path(path)
+        actual = source.stat().st_size
+        if size is not None and size != actual:
+            raise InvalidAdapterError(f"file '{path}': the commit says {size} bytes, the uploaded object has {actual}")
+        self._charge(actual)
+        self._count += 1
+        local = self.folder / f"{self._count:06d}"
+        try:
+            os.link(source, local)
+        except OSError:
+            shutil.copyfile(source, local)
+        with open(local, "rb") as f:
+            head = f.read(HEAD_BYTES)
+        check_allowed_file(path, head, size=actual)
+        staged = StagedFile(path, local, sha256, actual, head)
+        self.files[path] = staged
+        return staged
 
     def delete(self, path: str, *, folder: bool = False) -> None:
         """Record a deletion (of a file, or of everything under a folder)."""

@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 
 from adapterhub.errors import AdapterHubError, InvalidParameterError
 from adapterhub.hubformat import DEFAULT_MAX_UPLOAD_BYTES
-from adapterhub.server import hub_listing, hub_routes, rest
+from adapterhub.server import hub_listing, hub_routes, lfs, rest
 from adapterhub.server.bodylimit import MAX_BODY_BYTES, BodyLimitMiddleware
 from adapterhub.server.errors import error_response, internal_error_response
 from adapterhub.server.merge_slots import MergeSlots
@@ -133,6 +133,7 @@ def create_app(
 
     app.include_router(rest.router)
     app.include_router(hub_routes.router)
+    app.include_router(lfs.router)
     app.include_router(hub_listing.router)
     return app
 

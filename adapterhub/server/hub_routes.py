@@ -10,8 +10,10 @@ exercised by the tests with the real client on loopback:
 - ``GET  /api/models/{ns}/{name}/tree/{rev}[/{path}]``         file listing (``recursive`` honoured)
 - ``GET|HEAD /{ns}/{name}/resolve/{rev}/{path}``               file bytes with ``X-Repo-Commit``,
   ``ETag`` (sha256 for LFS-like files, git oid otherwise, quoted), ``Content-Length``, ranges
-- ``POST /api/models/{ns}/{name}/preupload/{rev}``             always ``uploadMode: regular``
+- ``POST /api/models/{ns}/{name}/preupload/{rev}``             ``uploadMode``: ``regular``, or ``lfs``
+  for large files and weights where LFS is on (the LFS routes are in ``lfs.py``)
 - ``POST /api/models/{ns}/{name}/commit/{rev}``                NDJSON commit, streamed to staging
+  (``file`` inline, ``lfsFile`` naming an uploaded object, deletions)
 - ``POST /api/validate-yaml``                                  model card front matter check
 
 Catalog entries are repos ``namespace/name``; every catalog revision is an immutable commit (its
@@ -45,9 +47,10 @@ from adapterhub.hubformat import (
     check_repo_path,
     validate_card,
 )
-from adapterhub.hubformat.limits import JsonNestingError, loads_json_bounded
 from adapterhub.server.auth import hub_of, require_read, require_write
 from adapterhub.server.bodylimit import allow_body
+from adapterhub.server.jsonbody import json_object as _json_object
+from adapterhub.server.lfs import lfs_objects, lfs_source, upload_mode
 
 __all__ = ["router"]
 
@@ -67,24 +70,6 @@ def _iso(value: datetime) -> str:
 
 def _base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    """The request's JSON object body, read after the auth checks (so they answer first).
-
-    The body is bounded by ``BodyLimitMiddleware`` (413 past it); it is parsed in a worker thread
-    (a few MiB of JSON would stall every other request on the event loop) with a nesting bound.
-    """
-    body = await request.body()
-    try:
-        payload = await run_in_threadpool(loads_json_bounded, body)
-    except JsonNestingError as e:
-        raise InvalidParameterError(f"the request body is refused: {e}") from None
-    except ValueError:  # also JSONDecodeError, UnicodeDecodeError
-        payload = None
-    if not isinstance(payload, dict):
-        raise InvalidParameterError("the request body must be a JSON object")
-    return payload
 
 
 # -- repos ---------------------------------------------------------------------------------------
@@ -266,7 +251,8 @@ def _check_commit_target(request: Request, repo_id: str, revision: str) -> None:
 
 @router.post("/api/models/{namespace}/{name}/preupload/{revision}")
 async def preupload(namespace: str, name: str, revision: str, request: Request) -> dict[str, Any]:
-    """Tell the client how to upload each file: always inline (``regular``), in the commit itself.
+    """Tell the client how to upload each file: inline (``regular``), in the commit itself, or
+    through the LFS batch API first (``lfs``: large files and weights, where LFS is on; see ``lfs.py``).
 
     Paths, forbidden files (by name and by the sample's first bytes) and the size limit are checked
     here already, so a bad upload fails before its bytes are sent.
@@ -287,8 +273,9 @@ async def preupload(namespace: str, name: str, revision: str, request: Request) 
         size = f.get("size")
         sizes.append(size if isinstance(size, int) and size >= 0 else 0)
     UploadStaging.check_sizes(sizes, max_bytes=request.app.state.max_upload_bytes)
+    modes = [upload_mode(request, f["path"], size) for f, size in zip(files, sizes)]
     return {
-        "files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files],
+        "files": [{"path": f["path"], "uploadMode": mode, "shouldIgnore": False} for f, mode in zip(files, modes)],
         "commitOid": None,
     }
 
@@ -316,7 +303,7 @@ async def commit(namespace: str, name: str, revision: str, request: Request) -> 
         )
     staging = await run_in_threadpool(hub.hub_staging, max_bytes=limit)
     try:
-        parser = CommitBodyParser(staging)
+        parser = CommitBodyParser(staging, lfs_source=lfs_source(request))
         received = 0
         buffer = bytearray()
         async for chunk in request.stream():
@@ -338,6 +325,10 @@ async def commit(namespace: str, name: str, revision: str, request: Request) -> 
         sha = await run_in_threadpool(
             hub.hub_commit, repo_id, staging, revision=revision, message=message, parent_commit=parent
         )
+        objects = lfs_objects(request)
+        for oid in parser.lfs_oids:  # kept as uploaded in the blob store: a retry finds them there
+            if hub.blobs.has(oid):  # (otherwise gc removes them after its grace period)
+                await run_in_threadpool(objects.remove, oid)
     finally:
         await run_in_threadpool(staging.close)
     return {"commitUrl": f"{_base_url(request)}/{repo_id}/commit/{sha}", "commitOid": sha, "pullRequestUrl": None}
