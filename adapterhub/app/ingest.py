@@ -68,9 +68,28 @@ def blob_referenced(core: HubCore, digest: str) -> bool:
     return core.catalog.digest_in_use(digest) or file_digest_in_use(core.catalog, digest)
 
 
+def _kept_files(
+    adapter: LoraAdapter, weights_digest: str, files: Sequence[ExtraFile], served: Sequence[ExtraFile]
+) -> list[ExtraFile]:
+    """The extra files plus each served adapter file whose bytes are not the canonical ones.
+
+    A hub returns exactly the bytes it was given: uploaded weights (or config) that differ from
+    what ``export`` would write are kept under their own path, and the hub serves them in place
+    of the canonical file; identical ones need no second blob.
+    """
+    config_digest = hashlib.sha256(adapter.config.to_json().encode()).hexdigest()
+    canonical = {WEIGHTS_NAME: weights_digest, CONFIG_NAME: config_digest}
+    return [*files, *(f for f in served if f.digest != canonical.get(f.path))]
+
+
 @contextmanager
-def _stored_blobs(core: HubCore, adapter: LoraAdapter, files: Sequence[ExtraFile]) -> Iterator[tuple[str, int]]:
-    """Write the weights' and extra files' blobs; yields (weights digest, size).
+def _stored_blobs(
+    core: HubCore, adapter: LoraAdapter, files: Sequence[ExtraFile], served: Sequence[ExtraFile] = ()
+) -> Iterator[tuple[str, int, list[ExtraFile]]]:
+    """Write the weights' and extra files' blobs; yields (weights digest, size, files to record).
+
+    ``served``: the adapter files as received (see ``_kept_files``); only those that differ from
+    the canonical bytes are stored and recorded.
 
     If the block raises (the rows were not committed), blobs that nothing references are deleted
     again, so a refused commit leaves the store as it was. Not after a lost race for the head
@@ -79,16 +98,22 @@ def _stored_blobs(core: HubCore, adapter: LoraAdapter, files: Sequence[ExtraFile
     what nobody took, after its grace period).
     """
     written: list[str] = []
-    try:
-        for f in files:
+
+    def put(stored: Sequence[ExtraFile]) -> None:
+        for f in stored:
             if f.local_path is not None and not core.blobs.has(f.digest):
                 core.blobs.put_file(f.local_path, f.digest)
                 written.append(f.digest)
+
+    try:
+        put(files)
         with core.blobs.writer() as writer:
             for chunk in _weights_chunks(adapter):
                 writer.write(chunk)
         written.append(writer.digest)
-        yield writer.digest, writer.size
+        kept = _kept_files(adapter, writer.digest, files, served)
+        put(kept[len(files) :])  # the uploaded adapter files, once the canonical digest is known
+        yield writer.digest, writer.size, kept
     except (CommitConflictError, AdapterExistsError):
         raise
     except BaseException:
@@ -119,6 +144,7 @@ def store_new(
     lineage: Sequence[LineageRecord] = (),
     metrics: Sequence[MetricRecord] = (),
     files: Sequence[ExtraFile] = (),
+    served: Sequence[ExtraFile] = (),
     operation: str = "import",
     source: str | None = None,
     source_repo: str | None = None,
@@ -127,7 +153,8 @@ def store_new(
     """Store ``adapter`` as the new entry ``name``: blobs first, then every row in one transaction.
 
     ``operation`` and ``source`` become the first revision's message ("import: ./my-lora"), so
-    ``show`` tells where an entry came from even when it has no parents.
+    ``show`` tells where an entry came from even when it has no parents. ``served``: the adapter
+    files as a hub commit received them, kept beside the canonical blob when their bytes differ.
 
     Raises:
         InvalidNameError, AdapterExistsError, InvalidParameterError (tags), InvalidAdapterError
@@ -137,7 +164,7 @@ def store_new(
     if core.catalog.exists(name):
         raise AdapterExistsError(name)
     tags = list(normalise_tags(about.tags))  # checked before any blob is written
-    with _stored_blobs(core, adapter, files) as (digest, size):
+    with _stored_blobs(core, adapter, files, served) as (digest, size, kept):
         record = AdapterRecord(
             name=name,
             task=about.task,
@@ -155,7 +182,7 @@ def store_new(
             stored = tx.add(record, lineage, message=f"{operation}: {source}" if source else operation)
             for m in metrics:
                 tx.add_metric(name, task=m.task, split=m.split, metric=m.metric, value=m.value, extra=m.extra)
-            tx.add_revision_files(name, stored.revision, [RevisionFileRecord(f.path, f.digest, f.size) for f in files])
+            tx.add_revision_files(name, stored.revision, [RevisionFileRecord(f.path, f.digest, f.size) for f in kept])
         return stored
 
 
@@ -169,6 +196,7 @@ def store_revision(
     about: Description | None = None,
     metrics: Sequence[MetricRecord] = (),
     files: Sequence[ExtraFile] = (),
+    served: Sequence[ExtraFile] = (),
     source_repo: str | None = None,
     source_revision: str | None = None,
 ) -> str:
@@ -176,7 +204,7 @@ def store_revision(
 
     ``about`` (when given) replaces the entry's task, tags and description in the same transaction.
     ``expected_head``: the revision this one is built on; the head moves only if it still is
-    (``CatalogWriter.add_revision``), else nothing is written.
+    (``CatalogWriter.add_revision``), else nothing is written. ``served``: as in ``store_new``.
 
     Returns:
         The new revision id.
@@ -185,7 +213,7 @@ def store_revision(
         CommitConflictError: the head is no longer ``expected_head``.
     """
     tags = list(normalise_tags(about.tags)) if about is not None else None
-    with _stored_blobs(core, adapter, files) as (digest, size):
+    with _stored_blobs(core, adapter, files, served) as (digest, size, kept):
         extra = {"source_repo": source_repo} if source_repo is not None else {}
         with core.catalog.transaction() as tx:
             revision = tx.add_revision(
@@ -203,7 +231,7 @@ def store_revision(
                 tx.update(name, tags=tags, task=about.task or "", description=about.description)
             for m in metrics:
                 tx.add_metric(name, task=m.task, split=m.split, metric=m.metric, value=m.value, extra=m.extra)
-            tx.add_revision_files(name, revision, [RevisionFileRecord(f.path, f.digest, f.size) for f in files])
+            tx.add_revision_files(name, revision, [RevisionFileRecord(f.path, f.digest, f.size) for f in kept])
         return revision
 
 

@@ -186,9 +186,11 @@ def _generated(path: str, content: bytes) -> HubFile:
 def snapshot(core: HubCore, repo_id: str, revision: str = "main") -> HubSnapshot:
     """The files of one revision of a repo, as the hub server serves them.
 
-    ``adapter_config.json`` and ``adapter_model.safetensors`` come from the revision itself;
-    other files from the revision's files; without a stored ``README.md`` a model card is
-    generated from the catalog entry as it is now.
+    ``adapter_config.json`` and ``adapter_model.safetensors`` are the bytes the commit uploaded:
+    a revision file of that path when they differed from the canonical ones (the catalog's digest
+    and config), else generated from the revision itself; other files come from the revision's
+    files; without a stored ``README.md`` a model card is generated from the catalog entry as it
+    is now.
 
     Raises:
         RepoNotFoundError, HubRevisionNotFoundError.
@@ -204,7 +206,7 @@ def snapshot(core: HubCore, repo_id: str, revision: str = "main") -> HubSnapshot
         CONFIG_NAME: _generated(CONFIG_NAME, AdapterConfig(rev.config).to_json().encode()),
         WEIGHTS_NAME: HubFile(WEIGHTS_NAME, rev.size, rev.digest, blob_path=core.blobs.path(rev.digest)),
     }
-    for f in hub_catalog.revision_files(core.catalog, repo_id, rev.revision):
+    for f in hub_catalog.revision_files(core.catalog, repo_id, rev.revision):  # uploaded bytes win
         files[f.path] = HubFile(f.path, f.size, f.digest, blob_path=core.blobs.path(f.digest))
     if README_NAME not in files:
         record = core.catalog.get(repo_id)
@@ -258,9 +260,11 @@ def commit(
 
     The result (the head's files minus deletions plus uploads) must be a valid PEFT LoRA
     adapter, validated as ``add`` validates a folder; its weights' canonical digest is the
-    adapter's digest. Nothing is stored unless the whole commit is accepted, and then weights,
-    card metadata, metrics and extra files go in together. A commit that changes nothing returns
-    the head's id and adds no revision.
+    adapter's digest. The uploaded bytes of every file are what the repo serves afterwards (weights
+    or config that differ from the canonical bytes are kept beside them), so a download is
+    byte-identical to the upload. Nothing is stored unless the whole commit is accepted, and then
+    weights, card metadata, metrics and extra files go in together. A commit that changes no
+    served byte returns the head's id and adds no revision.
 
     The head moves by compare-and-set in the database (``CatalogWriter.add_revision``), so several
     server processes on one catalog never lose a commit. With ``parent_commit`` the commit is
@@ -326,6 +330,7 @@ def _commit_on_head(
     readme = extras.get(README_NAME)
     card = read_card(_local(readme) if readme is not None else None, adapter, file_sha256=files[WEIGHTS_NAME].sha256)
     extra_files = [_extra_file(p, e) for p, e in extras.items()]
+    served = [_extra_file(p, files[p]) for p in _ADAPTER_FILES]  # kept where not canonical
     if head is None:
         return store_new(
             core,
@@ -335,17 +340,12 @@ def _commit_on_head(
             lineage=card.lineage,
             metrics=card_metrics(card),
             files=extra_files,
+            served=served,
             operation="push",
             source=f"hub:{repo_id}",
         ).revision
-    unchanged_extras = {p: e.sha256 for p, e in extras.items()} == {
-        p: f.sha256 for p, f in base.items() if p not in _ADAPTER_FILES
-    }
-    if (
-        unchanged_extras
-        and head.files[WEIGHTS_NAME].sha256 in (files[WEIGHTS_NAME].sha256, adapter.digest)  # cheap test first
-        and config.raw == json.loads(head.files[CONFIG_NAME].read_small())
-    ):
+    # unchanged means the same bytes served for every path (clients compare what they download)
+    if {p: e.sha256 for p, e in files.items()} == {p: f.sha256 for p, f in base.items()}:
         return head.revision
     return store_revision(
         core,
@@ -355,6 +355,7 @@ def _commit_on_head(
         expected_head=head.revision,
         about=card_description(card) if card.has_adapterhub_section else None,
         files=extra_files,
+        served=served,
     )
 
 

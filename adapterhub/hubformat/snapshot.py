@@ -35,7 +35,8 @@ class HubFile:
     Attributes:
         path: path in the repo.
         size: bytes.
-        sha256: sha256 of the bytes (the weights' is the adapter's canonical digest).
+        sha256: sha256 of the bytes served (the uploaded ones; for weights committed in canonical
+            form, the adapter's digest).
         blob_path: the blob holding the bytes, or None for generated content.
         content: the bytes themselves for generated files (config, a generated model card).
     """
