@@ -289,6 +289,12 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def staging_folders(home: Path) -> list[Path]:
+    """Commit staging folders left under the home's uploads (received LFS objects and Xet xorbs
+    live beside them and are not staging)."""
+    return list((Path(home) / "uploads").glob(".upload-*"))
+
+
 def store_state(home: Path) -> tuple[list[str], list[str], list[tuple[str, int]]]:
     """What a home holds: (catalog names, blob files, (name, revision count) pairs).
 

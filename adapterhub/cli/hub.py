@@ -83,6 +83,14 @@ def serve(
     max_upload_mb: int = typer.Option(
         2048, "--max-upload-mb", min=1, metavar="INTEGER", help="Most MiB of files per commit."
     ),
+    lfs_threshold_mb: float = typer.Option(
+        10.0,
+        "--lfs-threshold-mb",
+        min=0,
+        metavar="FLOAT",
+        envvar="ADAPTERHUB_LFS_THRESHOLD_MB",
+        help="Files this large, and all *.safetensors, upload before the commit (LFS, or Xet with hf_xet); 0: all inline.",
+    ),
     log_level: str = typer.Option("info", "--log-level", metavar="TEXT", help="uvicorn log level."),
     workers: int = typer.Option(
         1, "--workers", min=1, max=64, metavar="INTEGER", help="Server processes on this port (one catalog)."
@@ -111,6 +119,9 @@ def serve(
         info(f"error: `adapterhub serve` needs {e.name}; install it with: pip install 'adapterhub[server]'")
         raise typer.Exit(code=1) from None
 
+    from adapterhub.server.lfs import threshold_from_mb
+
+    lfs_threshold = threshold_from_mb(lfs_threshold_mb)
     with handle_errors():
         hub = open_hub()
     info(f"adapterhub serving {hub.settings.home} on http://{host}:{port} (docs at /docs)")
@@ -127,6 +138,7 @@ def serve(
             port=port,
             read_token_required=read_token_required,
             max_upload_bytes=max_upload_mb * 1024 * 1024,
+            lfs_threshold=lfs_threshold,
             log_level=log_level,
         )
         return
@@ -136,6 +148,7 @@ def serve(
         port=port,
         read_token_required=read_token_required,
         max_upload_bytes=max_upload_mb * 1024 * 1024,
+        lfs_threshold=lfs_threshold,
         log_level=log_level,
     )
 

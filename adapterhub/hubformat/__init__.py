@@ -4,7 +4,10 @@
 - :mod:`~adapterhub.hubformat.snapshot`: what a revision serves (:class:`HubFile`, :class:`HubSnapshot`);
 - :mod:`~adapterhub.hubformat.staging`: receiving a commit's files before anything is stored;
 - :mod:`~adapterhub.hubformat.ndjson`: streaming parser of ``huggingface_hub``'s NDJSON commit body;
-- :mod:`~adapterhub.hubformat.modelcard`: model cards (``README.md``) written on push, read on pull.
+- :mod:`~adapterhub.hubformat.modelcard`: model cards (``README.md``) written on push, read on pull;
+- :mod:`~adapterhub.hubformat.lfs_objects`: files uploaded before their commit, kept by sha256;
+- :mod:`~adapterhub.hubformat.xet` and :mod:`~adapterhub.hubformat.xet_store`: Xet uploads (xorbs
+  and shards, checked against their hashes) rebuilt into those files.
 """
 
 from adapterhub.hubformat.modelcard import CardInfo, parse_card, render_card, split_front_matter, validate_card

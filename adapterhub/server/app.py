@@ -26,8 +26,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from adapterhub.errors import AdapterHubError, InvalidParameterError
-from adapterhub.hubformat import DEFAULT_MAX_UPLOAD_BYTES
-from adapterhub.server import hub_listing, hub_routes, lfs, rest
+from adapterhub.hubformat import DEFAULT_MAX_UPLOAD_BYTES, LFS_THRESHOLD
+from adapterhub.server import hub_listing, hub_routes, lfs, rest, xet
 from adapterhub.server.bodylimit import MAX_BODY_BYTES, BodyLimitMiddleware
 from adapterhub.server.errors import error_response, internal_error_response
 from adapterhub.server.merge_slots import MergeSlots
@@ -82,6 +82,7 @@ def create_app(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_body_bytes: int = MAX_BODY_BYTES,
     merge_slots: MergeSlots | None = None,
+    lfs_threshold: int | None = LFS_THRESHOLD,
 ) -> FastAPI:
     """The server application over ``hub``.
 
@@ -92,6 +93,8 @@ def create_app(
         max_body_bytes: most bytes of any other request body (JSON, YAML); 413 past it.
         merge_slots: how many merges run at once, per token and in all (default: one per token,
             one per core).
+        lfs_threshold: files this large, and every ``*.safetensors``, are uploaded before the
+            commit (LFS basic transfer, or Xet with ``hf_xet``) instead of inline; None: all inline.
 
     Example:
         >>> import uvicorn                                     # doctest: +SKIP
@@ -106,6 +109,7 @@ def create_app(
     app.state.read_token_required = read_token_required
     app.state.max_upload_bytes = max_upload_bytes
     app.state.merge_slots = merge_slots or MergeSlots()
+    app.state.lfs_threshold = lfs_threshold
     scrubber = _path_scrubber(getattr(getattr(hub, "settings", None), "home", None))
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
 
@@ -134,6 +138,7 @@ def create_app(
     app.include_router(rest.router)
     app.include_router(hub_routes.router)
     app.include_router(lfs.router)
+    app.include_router(xet.router)
     app.include_router(hub_listing.router)
     return app
 
@@ -145,11 +150,14 @@ def serve(
     port: int = 8000,
     read_token_required: bool = False,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    lfs_threshold: int | None = LFS_THRESHOLD,
     log_level: str = "info",
 ) -> None:
     """Run the server until interrupted (uvicorn, one process)."""
     import uvicorn
 
-    app = create_app(hub, read_token_required=read_token_required, max_upload_bytes=max_upload_bytes)
+    app = create_app(
+        hub, read_token_required=read_token_required, max_upload_bytes=max_upload_bytes, lfs_threshold=lfs_threshold
+    )
     config: dict[str, Any] = {"host": host, "port": port, "log_level": log_level}
     uvicorn.run(app, **config)

@@ -17,11 +17,12 @@ bucket), so the URL itself carries the right to write that one object of that re
 while. Only a caller with write access to the repo gets one (at the batch). The key is one per
 home, so every worker process accepts the URLs another one signed.
 
-``huggingface_hub`` 2.x uploads ``lfs`` files through Xet storage whenever ``hf_xet`` is installed
-(a dependency it installs by default), without asking the server; this server does not speak Xet,
-so preupload answers ``lfs`` only where the operator turned LFS on (``app.state.lfs_threshold``,
-or ``ADAPTERHUB_LFS_THRESHOLD_MB`` in the environment) for clients run with
-``HF_HUB_DISABLE_XET=1``; otherwise every file goes inline, which every client handles.
+``huggingface_hub`` 2.x uploads ``lfs`` files through Xet storage instead whenever ``hf_xet`` is
+installed (a dependency it installs by default), without asking the server: ``xet.py`` serves that
+path, and leaves the received files in the same place as this one, so the commit is the same.
+Which files are ``lfs``: every ``*.safetensors`` and anything over the threshold
+(``serve --lfs-threshold-mb``, 10 MiB by default as on the Hugging Face hub; 0 sends every file
+inline in the commit, base64 in the NDJSON, which every client handles).
 """
 
 from __future__ import annotations
@@ -38,34 +39,30 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from adapterhub.errors import InvalidParameterError, PermissionDeniedError, UploadTooLargeError
-from adapterhub.hubformat import LFS_THRESHOLD, UploadStaging
+from adapterhub.hubformat import UploadStaging
 from adapterhub.hubformat.lfs_objects import LfsObjects, check_oid
 from adapterhub.server.auth import hub_of, require_write
 from adapterhub.server.bodylimit import allow_body
 from adapterhub.server.jsonbody import json_object as _json_object
 
-__all__ = ["lfs_objects", "lfs_source", "lfs_threshold", "router"]
+__all__ = ["lfs_objects", "lfs_source", "lfs_threshold", "router", "threshold_from_mb"]
 
 router = APIRouter(tags=["hub LFS (huggingface_hub protocol)"])
 
 URL_TTL_SECONDS = 3600  # an upload URL is good for an hour (a 10 GB file at 3 MB/s)
 _LFS_TYPE = "application/vnd.git-lfs+json"
 _FEED_BATCH = 4 << 20  # write this much at a time (in a worker thread)
-_ENV_THRESHOLD = "ADAPTERHUB_LFS_THRESHOLD_MB"
+
+
+def threshold_from_mb(mb: float) -> int | None:
+    """``serve --lfs-threshold-mb`` in bytes; 0 (or less) turns LFS off: every file goes inline."""
+    return int(mb * (1 << 20)) if mb > 0 else None
 
 
 def lfs_threshold(request: Request) -> int | None:
     """Files at least this large (and every ``*.safetensors``) go through LFS; None: LFS is off."""
-    value = getattr(request.app.state, "lfs_threshold", None)
-    if value is not None:
-        return int(value)
-    env = os.environ.get(_ENV_THRESHOLD, "").strip()
-    if env:
-        try:
-            return int(float(env) * (1 << 20))
-        except ValueError:
-            return LFS_THRESHOLD
-    return None
+    value = request.app.state.lfs_threshold
+    return None if value is None else int(value)
 
 
 def upload_mode(request: Request, path: str, size: int) -> str:

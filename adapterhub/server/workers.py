@@ -15,17 +15,24 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from adapterhub.hubformat import DEFAULT_MAX_UPLOAD_BYTES
+from adapterhub.hubformat import DEFAULT_MAX_UPLOAD_BYTES, LFS_THRESHOLD
 from adapterhub.server.app import create_app
 from adapterhub.settings import env_flag
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-__all__ = ["ENV_MAX_UPLOAD_BYTES", "ENV_READ_TOKEN_REQUIRED", "app_from_environment", "serve_workers"]
+__all__ = [
+    "ENV_LFS_THRESHOLD_BYTES",
+    "ENV_MAX_UPLOAD_BYTES",
+    "ENV_READ_TOKEN_REQUIRED",
+    "app_from_environment",
+    "serve_workers",
+]
 
 ENV_READ_TOKEN_REQUIRED = "ADAPTERHUB_SERVE_READ_TOKEN_REQUIRED"
 ENV_MAX_UPLOAD_BYTES = "ADAPTERHUB_SERVE_MAX_UPLOAD_BYTES"
+ENV_LFS_THRESHOLD_BYTES = "ADAPTERHUB_SERVE_LFS_THRESHOLD_BYTES"  # "off": every file inline
 FACTORY = "adapterhub.server.workers:app_from_environment"
 
 
@@ -38,10 +45,12 @@ def app_from_environment() -> FastAPI:
     from adapterhub.app import AdapterHub  # in the worker process, after it started
 
     max_upload = os.environ.get(ENV_MAX_UPLOAD_BYTES, "")
+    lfs = os.environ.get(ENV_LFS_THRESHOLD_BYTES, "")
     return create_app(
         AdapterHub(),
         read_token_required=env_flag(ENV_READ_TOKEN_REQUIRED),
         max_upload_bytes=int(max_upload) if max_upload.isdigit() else DEFAULT_MAX_UPLOAD_BYTES,
+        lfs_threshold=None if lfs == "off" else int(lfs) if lfs.isdigit() else LFS_THRESHOLD,
     )
 
 
@@ -54,6 +63,7 @@ def serve_workers(
     port: int = 8000,
     read_token_required: bool = False,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    lfs_threshold: int | None = LFS_THRESHOLD,
     log_level: str = "info",
 ) -> None:
     """Run ``workers`` server processes on one port until interrupted (uvicorn's process manager).
@@ -67,4 +77,5 @@ def serve_workers(
     os.environ["ADAPTERHUB_DATABASE_URL"] = database_url
     os.environ[ENV_READ_TOKEN_REQUIRED] = "1" if read_token_required else "0"
     os.environ[ENV_MAX_UPLOAD_BYTES] = str(max_upload_bytes)
+    os.environ[ENV_LFS_THRESHOLD_BYTES] = "off" if lfs_threshold is None else str(lfs_threshold)
     uvicorn.run(FACTORY, factory=True, workers=workers, host=host, port=port, log_level=log_level)

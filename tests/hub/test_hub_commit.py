@@ -18,7 +18,7 @@ from adapterhub.errors import (
 )
 from adapterhub.hubformat import check_allowed_file, check_repo_path
 from adapterhub.hubformat.rules import HEAD_BYTES, looks_like_pickle
-from tests.helpers import store_state, write_random_adapter
+from tests.helpers import staging_folders, store_state, write_random_adapter
 
 
 def commit(hub: AdapterHub, repo: str, files: dict[str, bytes], **kwargs) -> str:
@@ -129,7 +129,7 @@ def test_pickles_of_every_protocol_are_refused_under_any_name(hub, files, tmp_pa
     with pytest.raises(ForbiddenFileError):
         commit(hub, "acme/p", {**files, name: PICKLES[kind]})
     assert store_state(hub.settings.home) == before and not hub.catalog.exists("acme/p")
-    assert not list((hub.settings.home / "uploads").iterdir())
+    assert not staging_folders(hub.settings.home)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import pytest
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-from tests.helpers import store_state, write_random_adapter
+from tests.helpers import staging_folders, store_state, write_random_adapter
 
 REPO = "sec/pickles"
 
@@ -91,7 +91,7 @@ def test_commit_bypass_is_refused_and_writes_nothing(target, adapter, path, data
     assert response.status_code == status, response.text
     assert "/uploads/" not in response.text and str(target.home) not in response.text
     assert store_state(target.home) == before
-    assert not list((target.home / "uploads").iterdir())
+    assert not staging_folders(target.home)
 
 
 @pytest.mark.parametrize(

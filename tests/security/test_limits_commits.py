@@ -17,7 +17,7 @@ import pytest
 from huggingface_hub import HfApi
 
 from adapterhub.hubformat.modelcard import MAX_CARD_METADATA_BYTES
-from tests.helpers import store_state, write_random_adapter
+from tests.helpers import staging_folders, store_state, write_random_adapter
 
 REPO = "acme/limits"
 
@@ -105,7 +105,7 @@ def test_bomb_in_a_commit_is_refused_and_changes_nothing(target, adapter_files, 
     assert needle in response.json()["error"], response.text
     assert "Traceback" not in response.text
     assert store_state(target.home) == before
-    assert not list((target.home / "uploads").iterdir())
+    assert not staging_folders(target.home)
 
 
 def test_deeply_nested_commit_line_is_a_4xx(target):
@@ -121,7 +121,7 @@ def test_deeply_nested_commit_line_is_a_4xx(target):
         )
         assert 400 <= response.status_code < 500, response.text
     assert store_state(target.home) == before
-    assert not list((target.home / "uploads").iterdir())
+    assert not staging_folders(target.home)
 
 
 def test_the_expanded_metadata_case_is_small_as_yaml():

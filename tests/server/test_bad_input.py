@@ -21,7 +21,7 @@ import torch
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-from tests.helpers import MAX_UPLOAD, store_state, write_random_adapter
+from tests.helpers import MAX_UPLOAD, staging_folders, store_state, write_random_adapter
 
 REPO = "acme/target"
 
@@ -120,7 +120,7 @@ def test_bad_commit_is_refused_and_changes_nothing(target, adapter_files, case):
     assert response.status_code == status, response.text
     assert needle in response.json()["error"]
     assert store_state(target.home) == before
-    assert not list((target.home / "uploads").iterdir())  # staging folders are removed
+    assert not staging_folders(target.home)  # staging folders are removed
 
 
 def test_body_over_the_limit_is_refused_before_it_is_read(target):
@@ -156,9 +156,9 @@ def test_client_that_disconnects_mid_body_leaves_nothing(target, adapter_files):
         except OSError:
             pass
     deadline = time.monotonic() + 10
-    while list((target.home / "uploads").iterdir()) and time.monotonic() < deadline:
+    while staging_folders(target.home) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not list((target.home / "uploads").iterdir())
+    assert not staging_folders(target.home)
     assert store_state(target.home) == before
 
 
@@ -231,4 +231,4 @@ def test_bad_token_is_refused_on_reads_too(target):
 
 
 def test_no_leftover_staging(target):
-    assert not list(Path(target.home / "uploads").iterdir())
+    assert not staging_folders(target.home)

@@ -1,10 +1,10 @@
 """LFS uploads (issue 9, item 12) with the real ``huggingface_hub`` client against a live server.
 
-The server answers preupload with ``uploadMode: "lfs"`` for weights and large files; the client then
-calls the LFS batch API, PUTs the bytes to the signed URL it got, verifies, and commits an
-``lfsFile`` line. ``huggingface_hub`` 2.x would take its Xet path instead whenever ``hf_xet`` is
-installed (it asks the server nothing before), so these clients run with Xet off
-(``HF_HUB_DISABLE_XET``), as a team pointing the client at this hub would.
+The server answers preupload with ``uploadMode: "lfs"`` for weights and large files; a client
+without ``hf_xet`` then calls the LFS batch API, PUTs the bytes to the signed URL it got, verifies,
+and commits an ``lfsFile`` line. ``huggingface_hub`` 2.x takes its Xet path instead whenever
+``hf_xet`` is installed (``test_xet_upload.py``), so these clients run with Xet off
+(``HF_HUB_DISABLE_XET``), as one without ``hf_xet`` would.
 """
 
 from __future__ import annotations
@@ -208,16 +208,25 @@ def test_a_200_mb_file_uploads_through_lfs_without_the_file_in_memory(server, tm
     assert h.hexdigest() == digest.hexdigest()
 
 
-def test_lfs_is_off_unless_the_operator_turns_it_on(live):
-    """A default client has hf_xet and would take the Xet path for an ``lfs`` answer, which this
-    server does not speak: without ``lfs_threshold`` every file, weights too, is regular."""
+def test_lfs_is_on_by_default_and_off_without_a_threshold(live):
+    """Weights and files over 10 MiB go before the commit by default (as on the Hugging Face hub);
+    ``lfs_threshold=None`` (``serve --lfs-threshold-mb 0``) sends every file inline."""
+    from fastapi.testclient import TestClient
+
+    from adapterhub.server import create_app
+
     files = [{"path": "adapter_model.safetensors", "sample": "", "size": 200_000},
+             {"path": "notes.txt", "sample": "", "size": 10 << 20},
              {"path": "README.md", "sample": "", "size": 100}]
     HfApi(endpoint=live.url, token=live.token).create_repo("acme/off", exist_ok=True)
-    r = httpx.post(f"{live.url}/api/models/acme/off/preupload/main", json={"files": files},
-                   headers={"Authorization": f"Bearer {live.token}"}, timeout=30)
-    assert r.status_code == 200, r.text
-    assert [f["uploadMode"] for f in r.json()["files"]] == ["regular", "regular"]
+    headers = {"Authorization": f"Bearer {live.token}"}
+    with TestClient(create_app(live.hub, max_upload_bytes=MAX_UPLOAD)) as client:
+        r = client.post("/api/models/acme/off/preupload/main", json={"files": files}, headers=headers)
+        assert r.status_code == 200, r.text
+        assert [f["uploadMode"] for f in r.json()["files"]] == ["lfs", "lfs", "regular"]
+    with TestClient(create_app(live.hub, max_upload_bytes=MAX_UPLOAD, lfs_threshold=None)) as client:
+        r = client.post("/api/models/acme/off/preupload/main", json={"files": files}, headers=headers)
+        assert [f["uploadMode"] for f in r.json()["files"]] == ["regular", "regular", "regular"]
 
 
 def test_preupload_answers_lfs_for_weights_and_large_files_only(server):

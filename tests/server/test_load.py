@@ -20,7 +20,7 @@ from huggingface_hub import HfApi, hf_hub_download
 
 from adapterhub.app import AdapterHub
 from adapterhub.lora import CONFIG_NAME, WEIGHTS_NAME, AdapterConfig, LoraAdapter
-from tests.helpers import file_sha256, random_adapter
+from tests.helpers import file_sha256, random_adapter, staging_folders
 
 
 @dataclass
@@ -112,5 +112,6 @@ def test_concurrent_pulls_and_pushes(live, tmp_path):
         wrong = [(repo, commit) for repo, commit, digest in load.commits
                  if hub.catalog.get_revision(repo, commit).digest != digest]
         assert wrong == []
-    uploads = live.home / "uploads"
-    assert (sorted(p.name for p in uploads.iterdir()) if uploads.is_dir() else []) == []  # no staging left
+    assert staging_folders(live.home) == []
+    lfs = live.home / "uploads" / "lfs"  # every received object went into the blob store at its commit
+    assert ([p.name for p in lfs.iterdir() if p.name != ".url-key"] if lfs.is_dir() else []) == []
