@@ -17,6 +17,7 @@ from adapterhub.app.core import HubCore
 from adapterhub.errors import AdapterNotFoundError
 from adapterhub.hubformat import UploadStaging
 from adapterhub.hubformat.lfs_objects import LfsObjects
+from adapterhub.hubformat.xet_store import XetXorbs
 from adapterhub.store import AdapterRecord
 
 
@@ -136,7 +137,7 @@ class AdapterHub(HubCore):
 
     def gc(self, *, grace_seconds: float = 3600.0) -> dict[str, Any]:
         """Remove blobs no catalog entry references, temp files and upload staging folders left by
-        killed processes, and LFS objects uploaded but not committed.
+        killed processes, and LFS objects and Xet xorbs uploaded but not committed.
 
         Anything younger than ``grace_seconds`` is kept: another process may be between writing a
         blob and committing its row, or still receiving an upload. Use 0 only when nothing else
@@ -145,6 +146,7 @@ class AdapterHub(HubCore):
         result = self.blobs.gc(self._referenced_digests(), grace_seconds=grace_seconds)
         staging = UploadStaging.remove_stale(self.settings.home / "uploads", grace_seconds=grace_seconds)
         staging += LfsObjects(self.settings.home / "uploads" / "lfs").remove_stale(grace_seconds=grace_seconds)
+        staging += XetXorbs(self.settings.home / "uploads" / "xet").remove_stale(grace_seconds=grace_seconds)
         return {
             "blobs": list(result.blobs),
             "temp_files": [str(p) for p in result.temp_files],
