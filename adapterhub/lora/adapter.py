@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from adapterhub.files import atomic_write
 from adapterhub.lora.config import CONFIG_NAME, LEGACY_WEIGHTS_NAME, WEIGHTS_NAME, AdapterConfig, targets_module
 from adapterhub.lora.keys import extra_key, lora_key, parse_key
 from adapterhub.lora.module import LoraModule
+from adapterhub.lora.scan import CanonicalLayout, WeightsScan, canonical_layout, scan_file
 from adapterhub.lora.tensorfile import (
     DTYPE_NAMES,
     DictSource,
@@ -322,6 +323,38 @@ class LoraAdapter:
     def digest(self) -> str:
         """sha256 of the canonical safetensors bytes: same content, same digest."""
         return self.digest_and_size[0]
+
+    def canonical_layout(self) -> CanonicalLayout | None:
+        """How the weights file maps onto the canonical bytes (header only), for ``scan_file``.
+
+        ``None`` when the adapter is not backed by a safetensors file whose tensor data is laid
+        out canonically (sorted, contiguous, no bool tensors); then use ``iter_weights_bytes``.
+        """
+        if not isinstance(self._source, SafetensorsSource):
+            return None
+        return canonical_layout(self._source)
+
+    def scan_file(
+        self, layout: CanonicalLayout, write: Callable[[bytes | bytearray], object] | None = None
+    ) -> WeightsScan:
+        """Read the weights file once: its sha256, the canonical digest, values, canonical bytes to ``write``.
+
+        The fast path for a file just received (a pull): see ``adapterhub.lora.scan``. Values are
+        checked as ``iter_weights_bytes(check_values=True)`` checks them (same errors), and the
+        canonical digest is kept, so a later ``digest`` costs nothing.
+
+        Args:
+            layout: ``canonical_layout()`` of this adapter (not ``None``).
+            write: receives the canonical bytes (header first), unless a tensor is rejected.
+
+        Raises:
+            InvalidAdapterError: a tensor holds NaN or Inf, or the file changed while being read.
+        """
+        if not isinstance(self._source, SafetensorsSource):
+            raise TypeError("scan_file needs an adapter opened from a safetensors file")
+        scan = scan_file(self._source, layout, write=write, origin=self._origin)
+        self._digest_and_size = (scan.digest, scan.size)
+        return scan
 
     def write_weights(self, path: str | Path, *, check_values: bool = False) -> tuple[str, int]:
         """Write the canonical safetensors file atomically; returns (digest, size).
