@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import tempfile
 import time
 from collections.abc import Iterator
@@ -230,6 +231,74 @@ class BlobStore:
             while chunk := f.read(CHUNK):
                 w.write(chunk)
         return w.digest, w.size
+
+    def temp_file(self) -> Path:
+        """A new empty temp file in the store (same file system as every blob) to fill, then ``adopt``.
+
+        Left behind by a crash, it is removed by ``gc`` (its name has the temp prefix).
+        """
+        self.base.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=self.base)
+        os.close(fd)
+        return Path(tmp)
+
+    def adopt(self, tmp: Path, digest: str) -> None:
+        """Move a complete file from ``temp_file`` (or a link to one) into place under ``digest``.
+
+        For bytes the caller has *just hashed* while producing them (a pull reads a downloaded file
+        once, hashing and checking it, and writes or links it here): rehashing would add a pass.
+        A wrong digest would be a bug in the caller; ``verify`` would report it. The file is
+        fsynced, made private and renamed atomically; if the blob is already stored, ``tmp`` is
+        dropped and the stored one kept (its mtime refreshed for ``gc``'s grace period).
+        """
+        final = self.path(digest)
+        size = tmp.stat().st_size
+        if final.is_file() and final.stat().st_size == size:
+            tmp.unlink(missing_ok=True)
+            os.utime(final)
+            return
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, BLOB_MODE)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+
+    def link_file(self, src: Path | str, digest: str) -> bool:
+        """Store ``src`` under ``digest`` as a hard link (no copy); False when it cannot be linked.
+
+        Why: a pulled file already sits in the Hugging Face cache, on the same disk as the store
+        in the usual setup; linking stores its bytes once instead of twice. The link shares the
+        inode, so the cache's file becomes private (0600) like every blob; Hugging Face never
+        rewrites a cache file in place (it writes a new one and renames it), so the blob cannot
+        change under the store. The caller vouches for the digest, as for ``adopt``.
+
+        Returns:
+            ``True`` when stored (or already stored); ``False`` when the file system refuses the
+            link (another device, links not allowed, a file owned by another user), and then
+            nothing was changed: copy it instead (``put_file``).
+        """
+        if self.has(digest) and self.size(digest) == os.path.getsize(src):
+            os.utime(self.path(digest))
+            return True
+        self.base.mkdir(parents=True, exist_ok=True)
+        tmp = self.base / f"{TMP_PREFIX}{secrets.token_hex(8)}"
+        try:
+            os.link(os.path.realpath(src), tmp)  # the file itself, not a symlink to it (HF snapshots)
+        except OSError:
+            return False
+        try:
+            if hasattr(os, "geteuid") and os.stat(tmp).st_uid != os.geteuid():  # not ours to make private
+                tmp.unlink()
+                return False
+            self.adopt(tmp, digest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return True
 
     def put_bytes(self, data: bytes, expected_digest: str | None = None) -> tuple[str, int]:
         """Store ``data`` (small payloads, tests); same guarantees as ``put_file``."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,25 +173,22 @@ class HubClient:
         lfs = {s.rfilename: s.lfs.sha256 for s in (info.siblings or []) if s.lfs is not None}
         return RemoteRevision(repo_id, info.sha, lfs, tuple(s.rfilename for s in info.siblings or []))
 
-    def download(self, repo_id: str, revision: str) -> Path:
+    def download(self, repo_id: str, revision: str, *, commit: str | None = None) -> Path:
         """Download (or find in the cache) an adapter's files at ``revision``; returns the folder.
 
         Only ``adapter_config.json``, ``adapter_model.safetensors`` and ``README.md`` are fetched: a
         pickled ``adapter_model.bin`` is never downloaded, let alone loaded.
-        """
-        from huggingface_hub import snapshot_download
 
+        Online, the weights are downloaded by the name asked for (so the cache records that ref
+        for offline pulls later), and the two small files at the same time, pinned to ``commit``
+        (what ``resolve`` said ``revision`` is): one request fewer than ``snapshot_download``
+        (which lists the repo first) and no waiting on the small files. If the head moved in
+        between, the small files are fetched again at the commit the weights came from, so the
+        folder always holds one commit's files. Offline, ``snapshot_download`` finds the cached
+        snapshot through that ref.
+        """
         with self._session(repo_id, revision):
-            path = snapshot_download(
-                repo_id,
-                revision=revision,
-                endpoint=self.endpoint,
-                token=self.token,
-                cache_dir=self.cache_dir,
-                local_files_only=self.offline,
-                allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, README_NAME],
-            )
-        folder = Path(path)
+            folder = self._snapshot(repo_id, revision) if self.offline else self._fetch(repo_id, revision, commit)
         if not (folder / WEIGHTS_NAME).is_file():
             raise HubError(
                 f"'{repo_id}' has no {WEIGHTS_NAME}; adapterhub imports safetensors weights only and never "
@@ -200,3 +198,49 @@ class HubClient:
             raise HubError(f"'{repo_id}' has no {CONFIG_NAME}; is it a PEFT adapter repo?")
         return folder
 
+    def _snapshot(self, repo_id: str, revision: str) -> Path:
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(
+            repo_id,
+            revision=revision,
+            endpoint=self.endpoint,
+            token=self.token,
+            cache_dir=self.cache_dir,
+            local_files_only=self.offline,
+            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, README_NAME],
+        )
+        return Path(path)
+
+    def _fetch(self, repo_id: str, revision: str, commit: str | None) -> Path:
+        """The weights at ``revision`` and, alongside, the small files at ``commit``; see ``download``."""
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub import errors as hf
+
+        missing = getattr(hf, "RemoteEntryNotFoundError", hf.EntryNotFoundError)
+
+        def get(filename: str, at: str) -> None:
+            try:
+                hf_hub_download(
+                    repo_id, filename, revision=at, endpoint=self.endpoint, token=self.token, cache_dir=self.cache_dir
+                )
+            except missing:
+                pass  # a repo without a card, or without a config (reported by ``download``)
+
+        small = (CONFIG_NAME, README_NAME)
+        with ThreadPoolExecutor(max_workers=len(small), thread_name_prefix="hub-small") as pool:
+            early = [pool.submit(get, name, commit) for name in small] if commit else []
+            try:
+                weights = hf_hub_download(
+                    repo_id, WEIGHTS_NAME, revision=revision, endpoint=self.endpoint, token=self.token,
+                    cache_dir=self.cache_dir,
+                )
+            except missing:
+                return self._snapshot(repo_id, revision)  # no weights: let ``download`` say so
+            for future in early:
+                future.result()
+        folder = Path(weights).parent
+        if folder.name != commit:  # no commit given, or the head moved since ``resolve``
+            for name in small:
+                get(name, folder.name)
+        return folder
