@@ -8,9 +8,8 @@ from typing import Any
 
 from adapterhub.app.cards import card_description, card_metrics, read_card
 from adapterhub.app.core import HubCore
-from adapterhub.app.ingest import export, store_new, store_revision
-from adapterhub.errors import AdapterExistsError, InvalidAdapterError
-from adapterhub.files import sha256_file
+from adapterhub.app.ingest import export, received_weights, store_new, store_revision
+from adapterhub.errors import AdapterExistsError
 from adapterhub.hubformat import README_NAME, render_card
 from adapterhub.lora import CONFIG_NAME, WEIGHTS_NAME, AdapterConfig
 from adapterhub.names import validate_name
@@ -92,42 +91,47 @@ def pull(
             return existing
     # Download by the name asked for (so the cache records that ref for offline pulls later);
     # if the head moved since `resolve`, describe the commit that was actually downloaded.
-    folder = client.download(repo_id, revision or "main")
+    folder = client.download(repo_id, revision or "main", commit=remote.sha)
     if folder.name != remote.sha and not client.offline:
         remote = client.resolve(repo_id, folder.name)
         if existing is not None and _has_revision(core, name, remote.sha):
             return existing
-    expected = remote.lfs_sha256.get(WEIGHTS_NAME)
-    file_sha256, _ = sha256_file(folder / WEIGHTS_NAME)
-    if expected is not None and file_sha256 != expected:
-        raise InvalidAdapterError(
-            f"{WEIGHTS_NAME} of {repo_id}@{remote.sha[:12]} does not hash to the sha256 the hub lists "
-            "(truncated or corrupted download); pull again"
-        )
     from adapterhub.lora import LoraAdapter
 
+    # Structure from the header only; values, the file's sha256 (the hub's LFS oid) and the
+    # canonical digest come from one read of the file, which also stores it (linked when it is
+    # already canonical), before the card is read and the rows are written.
     adapter = LoraAdapter.from_files(AdapterConfig.load(folder / CONFIG_NAME), folder / WEIGHTS_NAME, validate=False)
-    card = read_card(folder / README_NAME, adapter, file_sha256=file_sha256)
-    if existing is None:
-        return store_new(
-            core,
-            adapter,
-            name,
-            about=card_description(card),
-            lineage=card.lineage,
-            metrics=card_metrics(card),
-            operation="pull",
-            source=repo_id,
-            source_repo=repo_id,
-            source_revision=remote.sha,
-        )
-    store_revision(
+    with received_weights(
         core,
-        name,
         adapter,
-        message=f"pull {repo_id}@{remote.sha}",
-        about=card_description(card) if card.has_adapterhub_section else None,
-        source_revision=remote.sha,
-        source_repo=repo_id,
-    )
+        folder / WEIGHTS_NAME,
+        expected_sha256=remote.lfs_sha256.get(WEIGHTS_NAME),
+        what=f"{WEIGHTS_NAME} of {repo_id}@{remote.sha[:12]}",
+    ) as weights:
+        card = read_card(folder / README_NAME, adapter, file_sha256=weights.file_sha256)
+        if existing is None:
+            return store_new(
+                core,
+                adapter,
+                name,
+                about=card_description(card),
+                lineage=card.lineage,
+                metrics=card_metrics(card),
+                weights=weights,
+                operation="pull",
+                source=repo_id,
+                source_repo=repo_id,
+                source_revision=remote.sha,
+            )
+        store_revision(
+            core,
+            name,
+            adapter,
+            message=f"pull {repo_id}@{remote.sha}",
+            about=card_description(card) if card.has_adapterhub_section else None,
+            weights=weights,
+            source_revision=remote.sha,
+            source_repo=repo_id,
+        )
     return core.catalog.get(name)
