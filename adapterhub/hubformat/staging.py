@@ -43,7 +43,8 @@ class StagedWriter:
     def __init__(self, staging: UploadStaging, local_path: Path) -> None:
         self._staging = staging
         self.local_path = local_path
-        self._file: BinaryIO | None = open(local_path, "wb")
+        # 0600 like every stored file (the folder is 0700 too): uploads may be private weights
+        self._file: BinaryIO | None = os.fdopen(os.open(local_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
         self._hash = hashlib.sha256()
         self.size = 0
         self.head = b""
@@ -87,7 +88,7 @@ class UploadStaging:
     _lock = threading.Lock()
 
     def __init__(self, root: Path, *, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> None:
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.remove_stale(root)
         with self._lock:
             self.folder = Path(tempfile.mkdtemp(prefix=f"{self.PREFIX}{_owner()}-", dir=root))

@@ -153,3 +153,27 @@ def test_a_new_home_is_0700_and_its_files_0600_whatever_the_umask(tmp_path, umas
         assert blobs and all(_mode(p) == 0o600 for p in blobs)
     finally:
         os.umask(old)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_uploads_in_flight_are_0600_in_0700_folders_whatever_the_umask(tmp_path, umask):
+    """A commit's files and a received LFS object, before they reach the blob store."""
+    from adapterhub.hubformat import UploadStaging
+    from adapterhub.hubformat.lfs_objects import LfsObjects
+
+    old = os.umask(umask)
+    try:
+        uploads = tmp_path / "home" / "uploads"
+        with UploadStaging(uploads) as staging:
+            writer = staging.writer()
+            writer.write(b"weights")
+            assert _mode(writer.local_path) == 0o600
+            assert _mode(staging.folder) == 0o700 and _mode(uploads) == 0o700
+            writer.close()
+        receiver = LfsObjects(uploads / "lfs").receiver("0" * 64, 1)
+        receiver.write(b"x")
+        assert _mode(uploads / "lfs") == 0o700
+        assert [_mode(p) for p in (uploads / "lfs").iterdir()] == [0o600]
+        receiver.discard()
+    finally:
+        os.umask(old)
