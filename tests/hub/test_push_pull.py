@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 
 import httpx2
 import pytest
+import torch
 from huggingface_hub import errors as hf_errors
 from typer.testing import CliRunner
 
 from adapterhub.app import AdapterHub
-from adapterhub.errors import AdapterExistsError, AuthError, HubError
+from adapterhub.app.ingest import received_weights
+from adapterhub.errors import AdapterExistsError, AuthError, HubError, InvalidAdapterError
+from adapterhub.lora import LoraAdapter
+from adapterhub.lora.tensorfile import DictSource
 from adapterhub.hubformat import parse_card
 from adapterhub.store import LineageRecord
 from adapterhub.store.hub_client import HubClient
@@ -216,3 +224,153 @@ def test_cli_push_and_pull(live, homes, tmp_path, monkeypatch):
     missing = runner.invoke(app, ["pull", "cli/missing", "--endpoint", live.url])
     assert missing.exit_code == 1 and missing.stdout == ""
     assert missing.stderr.startswith("error: repository 'cli/missing' on ") and "not found" in missing.stderr
+
+
+# -- pull speed (issue 9 item 14): one read of the download, stored once ------------------------------
+
+WEIGHTS = "adapter_model.safetensors"
+
+
+def _cached_weights(cache: Path, repo_id: str) -> Path:
+    """The weights blob of ``repo_id`` in a Hugging Face cache (the file snapshots link to)."""
+    (path,) = (cache / f"models--{repo_id.replace('/', '--')}" / "snapshots").glob(f"*/{WEIGHTS}")
+    return path.resolve()
+
+
+def test_a_canonical_download_is_linked_into_the_store_not_copied(live, homes, tmp_path, monkeypatch):
+    a, _, _, _ = homes  # pushed by adapterhub: the server serves canonical bytes
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    with AdapterHub(tmp_path / "home") as c:
+        record = c.pull("acme/p2", endpoint=live.url)
+        blob = c.blobs.path(record.digest)
+        cached = _cached_weights(tmp_path / "cache", "acme/p2")
+        assert record.digest == a.get("acme/p2").digest
+        assert blob.stat().st_ino == cached.stat().st_ino  # one copy on disk, two names
+        assert stat.S_IMODE(blob.stat().st_mode) == 0o600
+        assert c.verify() == {"missing": [], "corrupt": []}
+        assert not list(c.blobs.base.glob(".tmp-*"))
+
+
+def test_a_peft_written_file_is_stored_as_its_canonical_bytes(live, tmp_path, monkeypatch):
+    """safetensors.save_file orders each header entry differently: the blob is canonical header +
+    the same data, its digest the one `add` gives, and the download keeps its own bytes."""
+    from huggingface_hub import HfApi
+    from safetensors.torch import save_file
+
+    adapter = random_adapter(51)
+    folder = tmp_path / "peft"
+    adapter.save(folder)
+    tensors = {k: adapter._source.get(k) for k in adapter._source.keys()}
+    save_file(tensors, str(folder / WEIGHTS), metadata={"format": "pt", "note": "peft"})
+    assert LoraAdapter.load(folder).canonical_layout().is_canonical is False
+    api = HfApi(endpoint=live.url, token=live.token)
+    api.create_repo("acme/peft-written", exist_ok=True)
+    api.upload_folder(repo_id="acme/peft-written", folder_path=str(folder))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    with AdapterHub(tmp_path / "home") as c:
+        record = c.pull("acme/peft-written", endpoint=live.url)
+        cached = _cached_weights(tmp_path / "cache", "acme/peft-written")
+        assert record.digest == adapter.digest and record.size == adapter.digest_and_size[1]
+        assert cached.read_bytes() == (folder / WEIGHTS).read_bytes()  # the HF cache: bytes as served
+        assert c.blobs.path(record.digest).stat().st_ino != cached.stat().st_ino
+        assert c.verify() == {"missing": [], "corrupt": []}
+        assert not list(c.blobs.base.glob(".tmp-*"))
+
+
+def test_the_lfs_sha256_is_still_checked_and_a_mismatch_stores_nothing(live, homes, tmp_path, monkeypatch):
+    from adapterhub.store.hub_client import RemoteRevision
+
+    real = HubClient.resolve
+
+    def lying(self, repo_id, revision=None):
+        remote = real(self, repo_id, revision)
+        return RemoteRevision(remote.repo_id, remote.sha, {WEIGHTS: "0" * 64}, remote.files)
+
+    monkeypatch.setattr(HubClient, "resolve", lying)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    with AdapterHub(tmp_path / "home") as c:
+        with pytest.raises(InvalidAdapterError, match="does not hash to the sha256 the hub lists"):
+            c.pull("acme/p1", endpoint=live.url)
+        assert not c.catalog.exists("acme/p1")
+        assert list(c.blobs.digests()) == [] and not list(c.blobs.base.glob(".tmp-*"))
+
+
+def test_a_pull_across_devices_copies_instead_of_linking(live, homes, tmp_path, monkeypatch):
+    def no_links(*args, **kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    with AdapterHub(tmp_path / "home") as c:
+        record = c.pull("acme/p2", endpoint=live.url)
+        cached = _cached_weights(tmp_path / "cache", "acme/p2")
+        assert c.blobs.path(record.digest).stat().st_ino != cached.stat().st_ino
+        assert c.blobs.path(record.digest).read_bytes() == cached.read_bytes()
+        assert c.verify() == {"missing": [], "corrupt": []}
+
+
+def _with_nan(adapter: LoraAdapter, folder: Path, *, canonical: bool) -> Path:
+    from safetensors.torch import save_file
+
+    tensors = {k: adapter._source.get(k).clone() for k in adapter._source.keys()}
+    last = sorted(tensors)[-1]
+    tensors[last].view(-1)[0] = float("nan")
+    bad = LoraAdapter(adapter.config, DictSource(tensors))
+    bad.save(folder)
+    if not canonical:
+        save_file(tensors, str(folder / WEIGHTS), metadata={"format": "pt"})
+    return folder
+
+
+@pytest.mark.parametrize("canonical", [True, False], ids=["canonical", "peft-written"])
+def test_received_weights_refuse_nan_and_store_nothing(tmp_path, canonical):
+    folder = _with_nan(random_adapter(52), tmp_path / "bad", canonical=canonical)
+    with AdapterHub(tmp_path / "home") as c:
+        adapter = LoraAdapter.load(folder, validate=False)
+        with pytest.raises(InvalidAdapterError, match="NaN or Inf"):
+            with received_weights(c, adapter, folder / WEIGHTS, expected_sha256=None, what="x"):
+                pass
+        assert list(c.blobs.digests()) == [] and not list(c.blobs.base.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("canonical", [True, False], ids=["canonical", "peft-written"])
+def test_received_weights_store_the_canonical_digest(tmp_path, dtype, canonical):
+    from safetensors.torch import save_file
+
+    adapter = random_adapter(53).astype(dtype)
+    folder = adapter.save(tmp_path / "a")
+    if not canonical:
+        save_file({k: adapter._source.get(k) for k in adapter._source.keys()}, str(folder / WEIGHTS))
+    file_sha256 = hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest()
+    with AdapterHub(tmp_path / "home") as c:
+        received = LoraAdapter.load(folder, validate=False)
+        with received_weights(c, received, folder / WEIGHTS, expected_sha256=file_sha256, what="x") as stored:
+            pass
+        assert (stored.digest, stored.size) == adapter.digest_and_size == received.digest_and_size
+        assert stored.file_sha256 == file_sha256
+        assert c.blobs.verify(stored.digest)
+
+
+def test_a_file_laid_out_otherwise_takes_the_general_path(tmp_path):
+    """Data not in sorted key order (hand-written file): no fast layout, same canonical digest."""
+    import json
+    import struct
+
+    adapter = random_adapter(54)
+    folder = adapter.save(tmp_path / "a")
+    keys = sorted(adapter._source.keys(), reverse=True)
+    header, data, offset = {}, b"", 0
+    for k in keys:
+        raw = adapter._source.get(k).contiguous().numpy().tobytes()
+        header[k] = {"dtype": "F32", "shape": list(adapter._source.get(k).shape), "data_offsets": [offset, offset + len(raw)]}
+        data += raw
+        offset += len(raw)
+    encoded = json.dumps(header).encode()
+    (folder / WEIGHTS).write_bytes(struct.pack("<Q", len(encoded)) + encoded + data)
+    received = LoraAdapter.load(folder, validate=False)
+    assert received.canonical_layout() is None
+    with AdapterHub(tmp_path / "home") as c:
+        with received_weights(c, received, folder / WEIGHTS, expected_sha256=None, what="x") as stored:
+            pass
+        assert stored.digest == adapter.digest and c.blobs.verify(stored.digest)
