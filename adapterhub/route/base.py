@@ -1,0 +1,55 @@
+"""What every router shares: parameter checks and the top-k softmax that turns scores into a mixture.
+
+A router scores each adapter of an inventory for each query (a cosine similarity, a classifier
+logit, an Arrow projection); the mixture keeps the ``top_k`` best, and weighs them by a softmax of
+their scores divided by ``temperature``. Rows of the result sum to 1 and hold at most ``top_k``
+non-zero weights, so ``top_k=1`` picks one adapter, whole.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from adapterhub.errors import InvalidParameterError
+
+__all__ = ["MAX_QUERY_CHARS", "check_route_params", "top_k_softmax"]
+
+MAX_QUERY_CHARS = 4096
+"""The longest query text a router takes (the encoder truncates far earlier; this bounds the work)."""
+
+
+def check_route_params(top_k: int, temperature: float, n_adapters: int) -> int:
+    """``top_k`` clipped to the inventory; refuses what no router can do.
+
+    Raises:
+        InvalidParameterError: ``top_k`` < 1, a temperature that is not a positive finite number,
+            or an empty inventory.
+    """
+    if n_adapters < 1:
+        raise InvalidParameterError("routing needs at least one adapter to route to (the inventory is empty)")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise InvalidParameterError(f"top_k must be an integer >= 1, got {top_k!r}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise InvalidParameterError(f"temperature must be a positive number, got {temperature!r}")
+    return min(top_k, n_adapters)
+
+
+def top_k_softmax(scores: torch.Tensor, top_k: int, temperature: float = 1.0) -> torch.Tensor:
+    """Mixture weights from router scores: softmax(score / T) over each row's ``top_k`` best, 0 elsewhere.
+
+    Args:
+        scores: ``(..., n_adapters)``; higher is better.
+        top_k: how many adapters each row mixes (clipped to ``n_adapters``).
+        temperature: softmax temperature; small values approach top-1.
+
+    Returns:
+        Weights of the same shape as ``scores`` (float32), each row summing to 1. Ties are broken
+        towards the lower adapter index (``torch.topk`` order), so the result is deterministic.
+    """
+    k = check_route_params(top_k, temperature, scores.shape[-1])
+    scores = scores.float()
+    values, index = torch.topk(scores, k, dim=-1)
+    weights = torch.softmax(values / temperature, dim=-1)
+    return torch.zeros_like(scores).scatter(-1, index, weights)
