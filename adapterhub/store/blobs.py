@@ -294,6 +294,7 @@ class BlobStore:
             if hasattr(os, "geteuid") and os.stat(tmp).st_uid != os.geteuid():  # not ours to make private
                 tmp.unlink()
                 return False
+            os.utime(tmp)  # a file cached long ago must not look old to a concurrent gc before its row commits
             self.adopt(tmp, digest)
         except BaseException:
             tmp.unlink(missing_ok=True)
