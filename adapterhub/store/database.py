@@ -56,6 +56,7 @@ def schema_metadata() -> MetaData:
     The ORM modules register their tables on one ``Base`` when imported; importing them all here
     gives Alembic (``migrations/env.py``) and the schema tests the complete picture.
     """
+    import adapterhub.store.orm_artifacts  # noqa: F401  (registers artifacts)
     import adapterhub.store.orm_hub  # noqa: F401  (registers hub_repos, revision_files, tokens)
     from adapterhub.store.orm import Base
 
