@@ -9,10 +9,12 @@ non-zero weights, so ``top_k=1`` picks one adapter, whole.
 from __future__ import annotations
 
 import math
-
-import torch
+from typing import TYPE_CHECKING
 
 from adapterhub.errors import InvalidParameterError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["MAX_QUERY_CHARS", "check_route_params", "top_k_softmax"]
 
@@ -48,6 +50,8 @@ def top_k_softmax(scores: torch.Tensor, top_k: int, temperature: float = 1.0) ->
         Weights of the same shape as ``scores`` (float32), each row summing to 1. Ties are broken
         towards the lower adapter index (``torch.topk`` order), so the result is deterministic.
     """
+    import torch  # here, not at import: the facade imports this module's checks on every command
+
     k = check_route_params(top_k, temperature, scores.shape[-1])
     scores = scores.float()
     values, index = torch.topk(scores, k, dim=-1)
