@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapterhub.app import access, evaluation, ingest, merging, repos, sync, tokens
+from adapterhub.app import access, evaluation, ingest, merging, repos, routing, sync, tokens
 from adapterhub.app.core import HubCore
 from adapterhub.errors import AdapterNotFoundError
 from adapterhub.hubformat import UploadStaging
@@ -44,6 +44,7 @@ class AdapterHub(HubCore):
     merge = merging.merge
     merge_parameters = staticmethod(merging.merge_parameters)
     methods = staticmethod(merging.methods)
+    route = routing.route
     train = evaluation.train
     evaluate_adapter = evaluation.evaluate_adapter
 
@@ -132,8 +133,9 @@ class AdapterHub(HubCore):
         return node
 
     def _referenced_digests(self) -> set[str]:
-        """Every blob something points at: adapter revisions and the hub's other files (model cards)."""
-        return self.catalog.referenced_digests() | repos.referenced_digests(self)
+        """Every blob something points at: adapter revisions, the hub's other files (model cards,
+        example inputs) and derived artifacts (routing state)."""
+        return self.catalog.referenced_digests() | repos.referenced_digests(self) | routing.referenced_digests(self)
 
     def gc(self, *, grace_seconds: float = 3600.0) -> dict[str, Any]:
         """Remove blobs no catalog entry references, temp files and upload staging folders left by
@@ -143,6 +145,7 @@ class AdapterHub(HubCore):
         blob and committing its row, or still receiving an upload. Use 0 only when nothing else
         writes to this home (this process's own uploads in progress are kept even then).
         """
+        routing.prune(self, self.catalog.referenced_digests() | repos.referenced_digests(self))
         result = self.blobs.gc(self._referenced_digests(), grace_seconds=grace_seconds)
         staging = UploadStaging.remove_stale(self.settings.home / "uploads", grace_seconds=grace_seconds)
         staging += LfsObjects(self.settings.home / "uploads" / "lfs").remove_stale(grace_seconds=grace_seconds)

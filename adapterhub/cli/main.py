@@ -10,7 +10,9 @@ import typer
 
 from adapterhub.cli.lazy import LazyCommand, LazyGroup
 
-_CATALOG, _MERGE, _EVAL, _HUB = (f"adapterhub.cli.{m}" for m in ("catalog", "merge", "evaluate", "hub"))
+_CATALOG, _MERGE, _ROUTE, _EVAL, _HUB = (
+    f"adapterhub.cli.{m}" for m in ("catalog", "merge", "route", "evaluate", "hub")
+)
 
 COMMANDS: dict[str, LazyCommand] = {
     "add": LazyCommand(_CATALOG, "Catalog", "Import a PEFT LoRA adapter folder into the catalog."),
@@ -23,6 +25,7 @@ COMMANDS: dict[str, LazyCommand] = {
     "gc": LazyCommand(_CATALOG, "Catalog", "Delete unreferenced blobs and temp files left by interrupted writes."),
     "merge": LazyCommand(_MERGE, "Merging", "Merge adapters into a new catalog adapter (LoRA-LEGO by default)."),
     "methods": LazyCommand(_MERGE, "Merging", "List merge methods, their parameters, defaults and references."),
+    "route": LazyCommand(_ROUTE, "Routing", "Route queries to adapter mixtures, or train an MHR adapter from an inventory."),
     "train": LazyCommand(_EVAL, "Evaluation", "Train a LoRA for a shipped task and add it to the catalog."),
     "eval": LazyCommand(_EVAL, "Evaluation", "Score an adapter on the test split of its task(s)."),
     "quality": LazyCommand(_EVAL, "Evaluation", "Build the merge-quality table of every merge method."),

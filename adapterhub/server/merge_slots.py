@@ -50,7 +50,7 @@ class MergeSlots:
         with self._lock:
             if self._running.get(key, 0) >= self.per_key:
                 raise TooManyRequestsError(
-                    f"this token already runs {self.per_key} merge(s); wait for it to finish and try again"
+                    f"this token already runs {self.per_key} merge or route call(s); wait for it to finish and try again"
                 )
             if sum(self._running.values()) >= self.total:
                 raise TooManyRequestsError(f"the server is running {self.total} merges; try again shortly")

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from adapterhub.server.auth import bearer, hub_of, require_read
 from adapterhub.server.merge_slots import MergeSlots, run_cancellable
 
-__all__ = ["MergeRequest", "router"]
+__all__ = ["MergeRequest", "RouteRequest", "router"]
 
 router = APIRouter(prefix="/v1", tags=["rest"])
 
@@ -33,6 +33,20 @@ class MergeRequest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="Method parameters.")
     name: str | None = Field(None, description="Catalog name of the result; chosen by the hub if omitted.")
     seed: int | None = Field(None, description="Random seed (methods that cluster or sample); default 0.")
+
+
+class RouteRequest(BaseModel):
+    """Route queries to mixtures of catalog adapters (``AdapterHub.route``; the CLI's ``--json``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    queries: list[str] = Field(..., min_length=1, max_length=256, description="Texts to route.")
+    router: str = Field("prototype", description="prototype, learned or arrow.")
+    top_k: int = Field(3, ge=1, le=64, description="How many adapters each query mixes.")
+    temperature: float = Field(1.0, gt=0, le=1000, description="Softmax temperature of the mixture.")
+    among: list[str] | None = Field(None, max_length=1000, description="The inventory (default: every readable adapter).")
+    labels: list[str] | None = Field(None, max_length=256, description="Candidate labels of the queries.")
+    run: bool = Field(False, description="Also predict one of the labels under the routed mixture.")
 
 
 @router.get("/health")
@@ -111,3 +125,32 @@ async def merge(spec: MergeRequest, request: Request) -> dict[str, Any]:
     record = outcome.record
     base = str(request.base_url).rstrip("/")
     return {"repo_id": record.name, "revision": record.revision, "url": f"{base}/{record.name}", **outcome.to_dict()}
+
+
+@router.post("/route")
+async def route(spec: RouteRequest, request: Request) -> dict[str, Any]:
+    """Which adapters, with which weights, for each query; ``{"routes": [...]}`` as the CLI prints.
+
+    The inventory is ``among`` (every name must be readable by the caller) or every adapter the
+    caller may read. Runs in a worker thread, one call per token at a time (429 otherwise), as merges.
+    """
+    hub = hub_of(request)
+    token = await run_in_threadpool(require_read, request)
+    if spec.among:
+        for name in spec.among:
+            await run_in_threadpool(hub.authorize_read, token, name)
+        among = spec.among
+    else:
+        among = [r.name for r in hub.readable(token, hub.list(), lambda r: r.name)]
+    slots: MergeSlots = request.app.state.merge_slots
+
+    def run() -> list[dict[str, Any]]:
+        decisions = hub.route(
+            spec.queries, router=spec.router, top_k=spec.top_k, temperature=spec.temperature,
+            among=among, labels=spec.labels, run=spec.run,
+        )
+        return [d.to_dict() for d in decisions]
+
+    with slots.hold(f"token:{token.id}" if token is not None else "anonymous"):
+        routes = await run_in_threadpool(run)
+    return {"routes": routes}

@@ -1,0 +1,342 @@
+"""Routing over the catalog: which adapters, with which weights, for each query (``adapterhub route``).
+
+The engines (``adapterhub.route``) turn a query into mixture weights over a list of adapters; this
+service supplies that list from the catalog and keeps each router's state there:
+
+- an adapter's **example inputs** are a file of its revision, ``adapterhub_examples.jsonl`` (read by
+  ``add`` from the adapter folder, carried by ``push``/``pull`` like any repo file);
+- **derived state** is a cached artifact keyed by the content it is computed from (see
+  ``store.artifacts``): the prototype of an adapter is keyed by its examples file and the base
+  model, its Arrow vectors by its weights digest, the learned router by the inventory's prototypes.
+  Adding or removing an adapter computes that adapter's state only; a changed adapter gets a new
+  key, so nothing stale is ever used.
+
+Candidate labels (``labels``): a zero-shot-classification request names its labels; when they are
+exactly the labels of an inventory adapter's task, that adapter is the route (weight 1), whatever
+the router — the label set identifies the task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from adapterhub.errors import IncompatibleAdaptersError, InvalidParameterError
+from adapterhub.route.base import MAX_QUERY_CHARS, check_route_params
+from adapterhub.store import artifacts, hub_catalog
+
+if TYPE_CHECKING:
+    import torch
+
+    from adapterhub.app.core import HubCore
+    from adapterhub.models import BaseModel
+
+__all__ = ["EXAMPLES_FILE", "ROUTERS", "RouteDecision", "examples_of", "route"]
+
+EXAMPLES_FILE = "adapterhub_examples.jsonl"
+MAX_EXAMPLES = 32
+MAX_QUERIES = 1024  # per call: a batch file, or a POST body
+ROUTERS: tuple[str, ...] = ("prototype", "learned", "arrow")
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    """The route of one query: adapters by weight (highest first), and how they were chosen."""
+
+    query: str
+    router: str
+    adapters: list[tuple[str, float]]
+    by_labels: bool = False
+    prediction: str | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "query": self.query,
+            "router": "labels" if self.by_labels else self.router,
+            "adapters": [{"name": n, "weight": round(w, 6)} for n, w in self.adapters],
+        }
+        if self.prediction is not None:
+            out["prediction"] = self.prediction
+        return out
+
+
+# -- examples and cached state ---------------------------------------------------------------------
+
+
+def parse_examples(data: bytes) -> list[str]:
+    """The texts of an examples file: JSON lines ``{"text": ...}``, at most 32, each bounded.
+
+    Raises:
+        InvalidParameterError: not UTF-8 JSON lines of that shape, or too many, or too long.
+    """
+    texts = []
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise InvalidParameterError(f"{EXAMPLES_FILE} must be UTF-8 JSON lines") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise InvalidParameterError(f"{EXAMPLES_FILE} line {number} is not JSON") from None
+        text = row.get("text") if isinstance(row, dict) else None
+        if not isinstance(text, str) or not text.strip() or len(text) > MAX_QUERY_CHARS:
+            raise InvalidParameterError(
+                f"{EXAMPLES_FILE} line {number} must be {{\"text\": \"...\"}} with 1-{MAX_QUERY_CHARS} characters"
+            )
+        texts.append(text)
+    if len(texts) > MAX_EXAMPLES:
+        raise InvalidParameterError(f"{EXAMPLES_FILE} holds {len(texts)} examples; at most {MAX_EXAMPLES} are kept")
+    return texts
+
+
+def _examples_file(core: HubCore, name: str) -> tuple[str, int] | None:
+    record = core.catalog.get(name)
+    for f in hub_catalog.revision_files(core.catalog, name, record.revision or ""):
+        if f.path == EXAMPLES_FILE:
+            return f.digest, f.size
+    return None
+
+
+def examples_of(core: HubCore, name: str) -> list[str]:
+    """The example inputs stored with an adapter's head revision ([] when it has none)."""
+    found = _examples_file(core, name)
+    if found is None:
+        return []
+    with core.blobs.open(found[0]) as f:
+        return parse_examples(f.read(found[1] + 1))
+
+
+def _cached(
+    core: HubCore, kind: str, key: str, source: str, compute: Callable[[], dict[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
+    """Tensors of the artifact ``(kind, key)``: from the blob store, or computed once and stored."""
+    from safetensors.torch import load, save
+
+    found = artifacts.find_artifact(core.catalog, kind, key)
+    if found is not None and core.blobs.has(found.digest):
+        with core.blobs.open(found.digest) as f:
+            return load(f.read())
+    tensors = compute()
+    data = save({k: v.contiguous() for k, v in tensors.items()})
+    digest, size = core.blobs.put_bytes(data)
+    artifacts.record_artifact(core.catalog, artifacts.ArtifactRecord(kind, key, source, digest, size))
+    return tensors
+
+
+def referenced_digests(core: HubCore) -> set[str]:
+    """Blobs of derived artifacts (``gc`` keeps them)."""
+    return artifacts.referenced_artifact_digests(core.catalog)
+
+
+def prune(core: HubCore, live: set[str]) -> int:
+    """Forget artifacts derived from content no adapter holds any more (``gc`` calls this)."""
+    return artifacts.prune_artifacts(core.catalog, live)
+
+
+# -- inventory -------------------------------------------------------------------------------------
+
+
+def _inventory(core: HubCore, among: Sequence[str] | None) -> list[str]:
+    names = list(dict.fromkeys(among)) if among else [r.name for r in core.catalog.list()]
+    for name in names:
+        core.catalog.get(name)  # AdapterNotFoundError for an unknown name
+    if not names:
+        raise InvalidParameterError("routing needs at least one adapter in the catalog (or in --among)")
+    bases = {core.catalog.get(n).base_model or "" for n in names}
+    if len(bases) > 1:
+        raise IncompatibleAdaptersError(
+            f"the adapters to route among are on different base models ({', '.join(sorted(bases))}); "
+            "pick adapters of one base with --among"
+        )
+    return names
+
+
+def _base_model(core: HubCore, names: Sequence[str]) -> BaseModel:
+    from adapterhub.models import DEFAULT_BASE_MODEL, cached_base_model
+
+    base = core.catalog.get(names[0]).base_model or DEFAULT_BASE_MODEL
+    return cached_base_model(None if base == DEFAULT_BASE_MODEL else base)
+
+
+def _prototype(core: HubCore, name: str, model: BaseModel) -> torch.Tensor | None:
+    from adapterhub.route.prototype import embed_examples
+
+    found = _examples_file(core, name)
+    if found is None:
+        return None
+    key = f"{found[0]}:{model.base_model_id}"[:255]
+    tensors = _cached(core, "route.prototype", key, found[0], lambda: {"prototype": embed_examples(model, examples_of(core, name))})
+    return tensors["prototype"]
+
+
+def _prototypes(core: HubCore, names: Sequence[str], model: BaseModel) -> dict[str, torch.Tensor]:
+    found = {n: _prototype(core, n, model) for n in names}
+    missing = [n for n, p in found.items() if p is None]
+    if missing:
+        raise InvalidParameterError(
+            f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no example inputs ({EXAMPLES_FILE}); "
+            "route with --router arrow, or add the adapter again with --examples FILE"
+        )
+    return {n: p for n, p in found.items() if p is not None}
+
+
+def _arrow_prototypes(core: HubCore, name: str) -> dict[str, torch.Tensor]:
+    from adapterhub.route.arrow import arrow_prototypes
+
+    record = core.catalog.get(name)
+    return _cached(core, "route.arrow", record.digest, record.digest, lambda: arrow_prototypes(core.load(name)))
+
+
+# -- routing ---------------------------------------------------------------------------------------
+
+
+def _label_route(core: HubCore, names: Sequence[str], labels: Sequence[str]) -> tuple[str, list[str]] | None:
+    """The inventory adapter whose task has exactly these labels, and the labels' descriptions in
+    the order given (what the bed's protocol compares queries with); None: no task matches."""
+    from adapterhub.tasks import TaskNotFoundError, load_task
+
+    wanted = [label.strip() for label in labels]
+    for name in names:
+        task_name = core.catalog.get(name).task
+        if not task_name:
+            continue
+        try:
+            task = load_task(task_name)
+        except TaskNotFoundError:
+            continue
+        if set(task.label_names) == set(wanted):
+            described = dict(zip(task.label_names, task.label_descriptions))
+            return name, [described[label] for label in wanted]
+    return None
+
+
+def _check_queries(queries: Sequence[str]) -> list[str]:
+    if isinstance(queries, str):
+        queries = [queries]
+    if not queries:
+        raise InvalidParameterError("give at least one query")
+    if len(queries) > MAX_QUERIES:
+        raise InvalidParameterError(f"at most {MAX_QUERIES} queries per call, got {len(queries)}")
+    for q in queries:
+        if not isinstance(q, str) or not q.strip():
+            raise InvalidParameterError("a query must be non-empty text")
+        if len(q) > MAX_QUERY_CHARS:
+            raise InvalidParameterError(f"a query may be at most {MAX_QUERY_CHARS} characters, got {len(q)}")
+    return list(queries)
+
+
+def _weights(
+    core: HubCore, router: str, names: list[str], model: BaseModel, queries: list[str], top_k: int, temperature: float
+) -> torch.Tensor:
+    """``(queries, adapters)`` mixture weights from one router."""
+    if router == "arrow":
+        from adapterhub.route.arrow import arrow_weights_summary
+
+        adapters = [core.load(n) for n in names]
+        protos = [_arrow_prototypes(core, n) for n in names]
+        return arrow_weights_summary(model, adapters, queries, prototypes=protos, top_k=top_k, temperature=temperature)
+    emb = model.encode(queries)
+    prototypes = _prototypes(core, names, model)
+    if router == "prototype":
+        from adapterhub.route.prototype import PrototypeRouter
+
+        return PrototypeRouter(prototypes).route(emb, top_k=top_k, temperature=temperature)
+    from adapterhub.route.learned import LearnedRouter
+
+    return _learned_router(core, names, model).route(emb, top_k=top_k, temperature=temperature)
+
+
+def _learned_router(core: HubCore, names: list[str], model: BaseModel) -> Any:
+    """The linear router over these adapters' examples, fitted once per inventory (cached)."""
+    from adapterhub.route.learned import LearnedRouter
+
+    sources = [(n, (_examples_file(core, n) or ("", 0))[0]) for n in names]
+    key = hashlib.sha256(json.dumps([sources, model.base_model_id]).encode()).hexdigest()
+    _prototypes(core, names, model)  # refuses adapters without examples, with the usual message
+
+    def fit() -> dict[str, torch.Tensor]:
+        return LearnedRouter.fit({n: model.encode(examples_of(core, n)) for n in names}).to_tensors()
+
+    return LearnedRouter.from_tensors(_cached(core, "route.learned", key, key, fit), names)
+
+
+def route(
+    core: HubCore,
+    queries: str | Sequence[str],
+    *,
+    router: str = "prototype",
+    top_k: int = 3,
+    temperature: float = 1.0,
+    among: Sequence[str] | None = None,
+    labels: Sequence[str] | None = None,
+    run: bool = False,
+) -> list[RouteDecision]:
+    """Route each query to a mixture of catalog adapters.
+
+    Args:
+        queries: one text or a list (at most 1,024, each at most 4,096 characters).
+        router: ``prototype`` (cosine to each adapter's example prototype), ``learned`` (a linear
+            classifier on the same examples) or ``arrow`` (data-free, from the adapters' weights).
+        top_k, temperature: how many adapters each query mixes, and the softmax temperature.
+        among: the inventory (default: every catalog adapter; all must share one base model).
+        labels: the candidate labels of the query; a label set that is exactly one inventory
+            task's routes to that task's adapter.
+        run: also predict a label (needs ``labels``): the query and each label embedded under
+            the routed mixture, the most cosine-similar label wins.
+
+    Raises:
+        InvalidParameterError: unknown router, top_k < 1, bad temperature, empty inventory or
+            queries, a query too long, adapters without examples for a router that needs them.
+        IncompatibleAdaptersError: adapters on different base models.
+        AdapterNotFoundError: an unknown name in ``among``.
+    """
+    if router not in ROUTERS:
+        raise InvalidParameterError(f"unknown router {router!r}; choose one of: {', '.join(ROUTERS)}")
+    texts = _check_queries(queries)
+    names = _inventory(core, among)
+    check_route_params(top_k, temperature, len(names))
+    if run and not labels:
+        raise InvalidParameterError("--run predicts one of the candidate labels: give them with --labels")
+    model = _base_model(core, names)
+    import torch
+
+    by_labels = _label_route(core, names, labels) if labels else None
+    if by_labels is not None:
+        weights = torch.zeros(len(texts), len(names))
+        weights[:, names.index(by_labels[0])] = 1.0
+    else:
+        weights = _weights(core, router, names, model, texts, top_k, temperature)
+    predictions: list[str | None] = [None] * len(texts)
+    if run and labels:
+        label_texts = by_labels[1] if by_labels is not None else list(labels)
+        chosen = _predict(core, names, model, texts, weights, label_texts)
+        predictions = [list(labels)[i].strip() for i in chosen]
+    decisions = []
+    for i, text in enumerate(texts):
+        row = [(names[j], float(weights[i, j])) for j in torch.argsort(weights[i], descending=True).tolist()]
+        decisions.append(RouteDecision(text, router, [(n, w) for n, w in row if w > 0], by_labels is not None, predictions[i]))
+    return decisions
+
+
+def _predict(
+    core: HubCore, names: list[str], model: BaseModel, texts: list[str], weights: torch.Tensor, label_texts: list[str]
+) -> list[int]:
+    """Which label text each query is most similar to, both embedded under the query's mixture."""
+    from adapterhub.models import lora_attached
+
+    adapters = [core.load(n) for n in names]
+    out = []
+    with lora_attached(model.model, adapters):
+        for i, text in enumerate(texts):
+            rows = weights[i : i + 1].repeat(1 + len(label_texts), 1)
+            emb = model.encode([text, *label_texts], per_example=rows)
+            out.append(int((emb[1:] @ emb[0]).argmax()))
+    return out
+
