@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -62,6 +62,10 @@ class LoraLinear(nn.Module):
         slots: the model-wide adapter number of each held adapter (its column in the weights).
         mixture_weights: ``None`` (every adapter at weight 1), a ``(n_slots,)`` vector or a
             ``(batch, n_slots)`` matrix; shared by all layers of a model.
+        token_router: ``None``, or a function of this layer's input ``x (..., d_in)`` returning
+            per-token weights ``(..., n_held)``, one per held adapter in holding order; when set it
+            replaces ``mixture_weights`` (token-level routers such as Arrow in ``adapterhub.route``
+            set it, since the weights depend on each layer's own input).
     """
 
     def __init__(self, base: nn.Linear) -> None:
@@ -74,6 +78,7 @@ class LoraLinear(nn.Module):
         self.scales: list[float] = []
         self.slots: list[int] = []
         self.mixture_weights: torch.Tensor | None = None
+        self.token_router: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
     def in_features(self) -> int:
@@ -124,16 +129,27 @@ class LoraLinear(nn.Module):
             per_adapter = w[..., self.slots] * scales
         return torch.repeat_interleave(per_adapter, ranks, dim=-1)
 
+    def _token_rank_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """``wⱼ(token) · sⱼ`` repeated over ranks, ``(..., R)``, from :attr:`token_router`."""
+        assert self.token_router is not None
+        ranks = torch.tensor([a.shape[0] for a in self.lora_A], device=x.device)
+        scales = torch.tensor(self.scales, dtype=torch.float32, device=x.device)
+        return torch.repeat_interleave(self.token_router(x) * scales, ranks, dim=-1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
         if len(self.lora_A) == 0:
             return out
         A = torch.cat(list(self.lora_A), dim=0)  # (R, d_in)
         B = torch.cat(list(self.lora_B), dim=1)  # (d_out, R)
-        h = F.linear(x.to(A.dtype), A)  # (..., R)
-        w = self._rank_weights(x.shape[0])
-        if w.ndim == 2:  # per example: broadcast over the sequence dimensions
-            w = w.view(w.shape[0], *([1] * (h.ndim - 2)), w.shape[1])
+        x = x.to(A.dtype)
+        h = F.linear(x, A)  # (..., R)
+        if self.token_router is not None:
+            w = self._token_rank_weights(x)  # same shape as h
+        else:
+            w = self._rank_weights(x.shape[0])
+            if w.ndim == 2:  # per example: broadcast over the sequence dimensions
+                w = w.view(w.shape[0], *([1] * (h.ndim - 2)), w.shape[1])
         return out + F.linear(h * w, B).to(out.dtype)
 
     def extra_repr(self) -> str:
