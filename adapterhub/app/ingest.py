@@ -372,24 +372,45 @@ def add(
     tags: Sequence[str] = (),
     base_model: str | None = None,
     description: str | None = None,
+    examples: str | Path | None = None,
 ) -> AdapterRecord:
     """Import a PEFT adapter folder under ``name``.
 
     The folder is read once: its structure (config, keys, shapes, ranks) is checked on opening,
-    its values (finite) while the canonical blob is written.
+    its values (finite) while the canonical blob is written. The adapter's example inputs (for
+    routing) come from ``examples``, or from the folder's ``adapterhub_examples.jsonl``; they are
+    checked, then kept as a file of the revision.
 
     Raises:
-        InvalidNameError, AdapterExistsError, InvalidAdapterError, UnsupportedAdapterError.
+        InvalidNameError, AdapterExistsError, InvalidAdapterError, UnsupportedAdapterError,
+        InvalidParameterError (an examples file that is not ``{"text": ...}`` lines, or too many).
     """
     validate_name(name)
     if core.catalog.exists(name):
         raise AdapterExistsError(name)
     from adapterhub.lora import LoraAdapter
 
+    files = _examples_files(Path(path), examples)
     adapter = LoraAdapter.load(path, validate=False)
     if base_model:
         adapter = adapter.with_config(adapter.config.with_updates(base_model_name_or_path=base_model))
-    return add_adapter(core, adapter, name, task=task, tags=tags, description=description, source=str(path))
+    about = Description(task=task, tags=tags, description=description or "")
+    return store_new(core, adapter, name, about=about, files=files, operation="import", source=str(path))
+
+
+def _examples_files(folder: Path, examples: str | Path | None) -> list[ExtraFile]:
+    """The examples file to keep with an added adapter: the one named, else the folder's, else none."""
+    from adapterhub.route.base import EXAMPLES_FILE, parse_examples
+
+    source = Path(examples) if examples is not None else folder / EXAMPLES_FILE
+    if examples is None and not source.is_file():
+        return []
+    try:
+        data = source.read_bytes()
+    except OSError as e:
+        raise InvalidParameterError(f"cannot read the examples file {source}: {e.strerror or e}") from None
+    parse_examples(data)
+    return [ExtraFile(EXAMPLES_FILE, hashlib.sha256(data).hexdigest(), len(data), source)]
 
 
 def add_adapter(

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from adapterhub.errors import IncompatibleAdaptersError, InvalidParameterError
-from adapterhub.route.base import MAX_QUERY_CHARS, check_route_params
+from adapterhub.route.base import EXAMPLES_FILE, MAX_QUERY_CHARS, check_route_params, parse_examples
 from adapterhub.store import artifacts, hub_catalog
 
 if TYPE_CHECKING:
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 
 __all__ = ["EXAMPLES_FILE", "ROUTERS", "RouteDecision", "examples_of", "route"]
 
-EXAMPLES_FILE = "adapterhub_examples.jsonl"
-MAX_EXAMPLES = 32
 MAX_QUERIES = 1024  # per call: a batch file, or a POST body
 ROUTERS: tuple[str, ...] = ("prototype", "learned", "arrow")
 
@@ -65,35 +63,6 @@ class RouteDecision:
 
 
 # -- examples and cached state ---------------------------------------------------------------------
-
-
-def parse_examples(data: bytes) -> list[str]:
-    """The texts of an examples file: JSON lines ``{"text": ...}``, at most 32, each bounded.
-
-    Raises:
-        InvalidParameterError: not UTF-8 JSON lines of that shape, or too many, or too long.
-    """
-    texts = []
-    try:
-        lines = data.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise InvalidParameterError(f"{EXAMPLES_FILE} must be UTF-8 JSON lines") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise InvalidParameterError(f"{EXAMPLES_FILE} line {number} is not JSON") from None
-        text = row.get("text") if isinstance(row, dict) else None
-        if not isinstance(text, str) or not text.strip() or len(text) > MAX_QUERY_CHARS:
-            raise InvalidParameterError(
-                f"{EXAMPLES_FILE} line {number} must be {{\"text\": \"...\"}} with 1-{MAX_QUERY_CHARS} characters"
-            )
-        texts.append(text)
-    if len(texts) > MAX_EXAMPLES:
-        raise InvalidParameterError(f"{EXAMPLES_FILE} holds {len(texts)} examples; at most {MAX_EXAMPLES} are kept")
-    return texts
 
 
 def _examples_file(core: HubCore, name: str) -> tuple[str, int] | None:
@@ -262,9 +231,12 @@ def _learned_router(core: HubCore, names: list[str], model: BaseModel) -> Any:
     _prototypes(core, names, model)  # refuses adapters without examples, with the usual message
 
     def fit() -> dict[str, torch.Tensor]:
-        return LearnedRouter.fit({n: model.encode(examples_of(core, n)) for n in names}).to_tensors()
+        fitted = LearnedRouter.fit({n: model.encode(examples_of(core, n)) for n in names})
+        return {"weight": fitted.weight, "bias": fitted.bias}
 
-    return LearnedRouter.from_tensors(_cached(core, "route.learned", key, key, fit), names)
+    source = (_examples_file(core, names[0]) or (key, 0))[0]  # pruned with its first adapter's examples
+    state = _cached(core, "route.learned", key, source, fit)
+    return LearnedRouter(names, state["weight"], state["bias"])
 
 
 def route(

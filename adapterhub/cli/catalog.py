@@ -57,16 +57,24 @@ def add(
         None, "--base-model", metavar="TEXT", help="Override base_model_name_or_path."
     ),
     description: Optional[str] = typer.Option(None, "--description", metavar="TEXT", help="Free-text description."),
+    examples: Optional[Path] = typer.Option(
+        None, "--examples", metavar="FILE", help='Example inputs for routing: JSON lines {"text": ...}, at most 32.'
+    ),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Import a PEFT LoRA adapter folder into the catalog.
+
+    The folder's adapterhub_examples.jsonl (or --examples FILE) is kept with it: the prototype and
+    learned routers embed these inputs.
 
     \b
     Example:
         adapterhub add ./my-lora --name acme/sql-lora --task text-to-sql --tag sql
     """
     with handle_errors():
-        record = open_hub().add(path, name, task=task, tags=tag, base_model=base_model, description=description)
+        record = open_hub().add(
+            path, name, task=task, tags=tag, base_model=base_model, description=description, examples=examples
+        )
     if json_output:
         print_json(record.to_dict())
     else:

@@ -8,6 +8,7 @@ non-zero weights, so ``top_k=1`` picks one adapter, whole.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import TYPE_CHECKING
 
@@ -16,10 +17,45 @@ from adapterhub.errors import InvalidParameterError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["MAX_QUERY_CHARS", "check_route_params", "top_k_softmax"]
+__all__ = ["EXAMPLES_FILE", "MAX_EXAMPLES", "MAX_QUERY_CHARS", "check_route_params", "parse_examples", "top_k_softmax"]
 
 MAX_QUERY_CHARS = 4096
 """The longest query text a router takes (the encoder truncates far earlier; this bounds the work)."""
+
+EXAMPLES_FILE = "adapterhub_examples.jsonl"
+"""An adapter's example inputs, beside its weights: JSON lines ``{"text": ...}`` (``add`` reads it
+from the adapter folder, ``push``/``pull`` carry it, prototype and learned routers embed it)."""
+
+MAX_EXAMPLES = 32
+
+
+def parse_examples(data: bytes) -> list[str]:
+    """The texts of an examples file: JSON lines ``{"text": ...}``, at most 32, each bounded.
+
+    Raises:
+        InvalidParameterError: not UTF-8 JSON lines of that shape, or too many, or too long.
+    """
+    texts = []
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise InvalidParameterError(f"{EXAMPLES_FILE} must be UTF-8 JSON lines") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise InvalidParameterError(f"{EXAMPLES_FILE} line {number} is not JSON") from None
+        text = row.get("text") if isinstance(row, dict) else None
+        if not isinstance(text, str) or not text.strip() or len(text) > MAX_QUERY_CHARS:
+            raise InvalidParameterError(
+                f"{EXAMPLES_FILE} line {number} must be {{\"text\": \"...\"}} with 1-{MAX_QUERY_CHARS} characters"
+            )
+        texts.append(text)
+    if len(texts) > MAX_EXAMPLES:
+        raise InvalidParameterError(f"{EXAMPLES_FILE} holds {len(texts)} examples; at most {MAX_EXAMPLES} are kept")
+    return texts
 
 
 def check_route_params(top_k: int, temperature: float, n_adapters: int) -> int:
