@@ -31,7 +31,7 @@ from adapterhub.files import CHUNK, atomic_write, sha256_file
 from adapterhub.lora import CONFIG_NAME, WEIGHTS_NAME, AdapterConfig
 from adapterhub.names import validate_name
 from adapterhub.store import AdapterRecord, LineageRecord, MetricRecord, RevisionFileRecord
-from adapterhub.store.hub_catalog import file_digest_in_use
+from adapterhub.store.hub_catalog import file_digest_in_use, revision_files
 from adapterhub.store.records import normalise_tags
 
 if TYPE_CHECKING:  # torch-backed: loaded on use, so catalog-only commands start fast
@@ -467,7 +467,8 @@ def export(core: HubCore, name: str, folder: str | Path, *, force: bool = False)
 
     The weights are copied from the blob while hashing, and the copy is only renamed into place
     if it matches the digest, so a corrupt blob is reported, never exported. A non-empty folder is
-    refused unless ``force`` (then only the two adapter files are replaced).
+    refused unless ``force`` (then only the adapter files are replaced). The adapter's example
+    inputs (``adapterhub_examples.jsonl``), if it has any, are written too.
 
     Raises:
         AdapterNotFoundError, InvalidParameterError, BlobCorruptError.
@@ -487,4 +488,16 @@ def export(core: HubCore, name: str, folder: str | Path, *, force: bool = False)
             )
     with atomic_write(folder / CONFIG_NAME, "w") as f:
         f.write(AdapterConfig(record.config).to_json())
+    _export_examples(core, record, folder)
     return folder
+
+
+def _export_examples(core: HubCore, record: AdapterRecord, folder: Path) -> None:
+    """Write the adapter's example inputs beside it, so ``add`` of the folder (and a pushed repo,
+    which is an export) keeps them."""
+    from adapterhub.route.base import EXAMPLES_FILE
+
+    for f in revision_files(core.catalog, record.name, record.revision or ""):
+        if f.path == EXAMPLES_FILE:
+            with atomic_write(folder / EXAMPLES_FILE) as out, core.blobs.open(f.digest) as src:
+                out.write(src.read(f.size + 1))

@@ -288,7 +288,10 @@ def route(
     predictions: list[str | None] = [None] * len(texts)
     if run and labels:
         label_texts = by_labels[1] if by_labels is not None else list(labels)
-        chosen = _predict(core, names, model, texts, weights, label_texts)
+        if router == "arrow" and by_labels is None:
+            chosen = _predict_arrow(core, names, model, texts, label_texts, top_k, temperature)
+        else:
+            chosen = _predict(core, names, model, texts, weights, label_texts)
         predictions = [list(labels)[i].strip() for i in chosen]
     decisions = []
     for i, text in enumerate(texts):
@@ -312,3 +315,16 @@ def _predict(
             out.append(int((emb[1:] @ emb[0]).argmax()))
     return out
 
+
+def _predict_arrow(
+    core: HubCore, names: list[str], model: BaseModel, texts: list[str], label_texts: list[str], top_k: int, temperature: float
+) -> list[int]:
+    """As ``_predict``, with Arrow routing every token of query and labels in every layer itself."""
+    from adapterhub.route.arrow import arrow_attached
+
+    adapters = [core.load(n) for n in names]
+    protos = [_arrow_prototypes(core, n) for n in names]
+    with arrow_attached(model.model, adapters, protos, top_k=top_k, temperature=temperature):
+        emb = model.encode([*texts, *label_texts])
+    queries, label_emb = emb[: len(texts)], emb[len(texts) :]
+    return (queries @ label_emb.T).argmax(dim=-1).tolist()

@@ -137,3 +137,23 @@ def test_add_refuses_a_bad_examples_file_and_stores_nothing(home, cli, tmp_path)
     too_many.write_text("".join(json.dumps({"text": f"t{i}"}) + "\n" for i in range(33)))
     assert "at most 32" in cli("add", library_dir() / "wn_pos", "--name", "lib/x", "--examples", too_many).output
     assert json.loads(cli("list", "--json").output) == []
+
+
+def test_export_writes_the_examples_and_add_of_the_export_keeps_them(hub, tmp_path):
+    from adapterhub.app.routing import examples_of
+
+    folder = hub.export("lib/wn_pos", tmp_path / "out")
+    assert (folder / "adapterhub_examples.jsonl").read_bytes() == (library_dir() / "wn_pos" / "adapterhub_examples.jsonl").read_bytes()
+    hub.add(folder, "copy/wn_pos")
+    assert examples_of(hub, "copy/wn_pos") == examples_of(hub, "lib/wn_pos")
+
+
+def test_arrow_routes_without_examples_and_caches_its_vectors(hub):
+    first = hub.route(["a dog", "good morning"], router="arrow", top_k=2)
+    assert all(abs(sum(w for _, w in d.adapters) - 1) < 1e-5 for d in first)
+    kinds = [kind for kind, _ in _artifacts(hub)]
+    assert kinds.count("route.arrow") == 3
+    again = hub.route(["a dog", "good morning"], router="arrow", top_k=2)
+    assert [d.adapters for d in again] == [d.adapters for d in first]
+    [decision] = hub.route("a small songbird", router="arrow", labels=["bird", "rock"], run=True)
+    assert decision.prediction in ("bird", "rock")
