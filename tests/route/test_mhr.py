@@ -196,3 +196,16 @@ def test_bad_input_is_refused() -> None:
     misshapen = LoraAdapter.from_modules(wrong, base_model=adapters[0].base_model)
     with pytest.raises(IncompatibleAdaptersError, match="d_out, d_in"):
         train_mhr(bm, [*adapters, misshapen], TEXTS, LABELS, DESCRIPTIONS)
+
+
+def test_study_shots_are_stratified_seeded_and_from_train() -> None:
+    from adapterhub.app.mhr_quality import sample_shots
+    from adapterhub.tasks import Example, Label, Task
+
+    examples = tuple(Example(f"t{i}", f"text {i}", i % 3, "train") for i in range(30)) + (
+        Example("v0", "val", 0, "validation"),)
+    task = Task("toy", "toy", tuple(Label(n, n) for n in "abc"), "src", "lic", examples)
+    idx = sample_shots(task, 16, seed=4)
+    labels = [task.label_ids("train")[i] for i in idx]
+    assert len(set(idx)) == 16 and sorted(labels.count(c) for c in range(3)) == [5, 5, 6]
+    assert sample_shots(task, 16, seed=4) == idx and sample_shots(task, 16, seed=5) != idx
