@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapterhub.app import access, evaluation, ingest, merging, repos, routing, sync, tokens
+from adapterhub.app import access, evaluation, ingest, merging, mhr, repos, routing, sync, tokens
 from adapterhub.app.core import HubCore
 from adapterhub.errors import AdapterNotFoundError
 from adapterhub.hubformat import UploadStaging
@@ -45,6 +45,7 @@ class AdapterHub(HubCore):
     merge_parameters = staticmethod(merging.merge_parameters)
     methods = staticmethod(merging.methods)
     route = routing.route
+    train_mhr = mhr.train_mhr
     train = evaluation.train
     evaluate_adapter = evaluation.evaluate_adapter
 

@@ -24,7 +24,7 @@ ROUTE_HELP = """Route queries to adapter mixtures, or train an MHR adapter from 
 Example:
     adapterhub route "a small brown bird of European woodlands" --top-k 3
     adapterhub route --file queries.jsonl --router learned --json
-    adapterhub route train-mhr --task wn_pos --shots 16 --inventory acme/a acme/b --name acme/pos-mhr
+    adapterhub route train-mhr --task wn_pos --shots 16 --inventory acme/a --inventory acme/b --name acme/pos
 """
 
 
@@ -103,6 +103,7 @@ def train_mhr(
     name: str = typer.Option(..., "--name", help="Catalog name of the new adapter, namespace/name."),
     variant: str = typer.Option("z", "--variant", help="z (learn routing only) or mu (average, then fine-tune)."),
     seed: int = typer.Option(0, "--seed", help="Picks the shots and seeds the training."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (default: chosen on validation)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train an MHR adapter for a new task from a few shots over an inventory of adapters.
@@ -112,7 +113,9 @@ def train_mhr(
         adapterhub route train-mhr --task wn_pos --shots 16 --inventory acme/a --inventory acme/b --name acme/pos
     """
     with handle_errors():
-        record = open_hub().train_mhr(task=task, shots=shots, inventory=inventory, name=name, variant=variant, seed=seed)
+        record = open_hub().train_mhr(
+            task=task, shots=shots, inventory=inventory, name=name, variant=variant, seed=seed, steps=steps
+        )
     if as_json:
         print_json(record.to_dict())
     else:

@@ -157,3 +157,18 @@ def test_arrow_routes_without_examples_and_caches_its_vectors(hub):
     assert [d.adapters for d in again] == [d.adapters for d in first]
     [decision] = hub.route("a small songbird", router="arrow", labels=["bird", "rock"], run=True)
     assert decision.prediction in ("bird", "rock")
+
+
+def test_train_mhr_stores_a_plain_lora_with_its_inventory_shots_and_routing(hub, cli):
+    record = hub.train_mhr(task="wn_adj_kind", inventory=["lib/wn_pos", "lib/chat_topic"], name="acme/adj-mhr",
+                           shots=8, steps=2, seed=1)
+    lineage = hub.catalog.lineage("acme/adj-mhr")
+    assert [p.parent_name for p in lineage] == ["lib/wn_pos", "lib/chat_topic"]
+    params = lineage[0].params
+    assert params["variant"] == "z" and params["shots"] == 8 and len(params["shots_digest"]) == 64
+    assert hub.blobs.has(params["routing_artifact"])
+    adapter = hub.load("acme/adj-mhr")
+    assert {p for p, _ in adapter.modules()} == {p for p, _ in hub.load("lib/wn_pos").modules()}
+    assert record.task == "wn_adj_kind"
+    bad = cli("route", "train-mhr", "--task", "wn_pos", "--inventory", "lib/wn_pos", "--name", "acme/x", "--variant", "q")
+    assert bad.exit_code == 1 and "unknown MHR variant" in bad.output
