@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from adapterhub.errors import IncompatibleAdaptersError, InvalidParameterError
@@ -49,7 +49,7 @@ class RouteDecision:
     adapters: list[tuple[str, float]]
     by_labels: bool = False
     prediction: str | None = None
-    scores: dict[str, float] = field(default_factory=dict)
+    merged: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -59,6 +59,8 @@ class RouteDecision:
         }
         if self.prediction is not None:
             out["prediction"] = self.prediction
+        if self.merged is not None:
+            out["merged"] = self.merged
         return out
 
 
@@ -112,12 +114,22 @@ def prune(core: HubCore, live: set[str]) -> int:
 # -- inventory -------------------------------------------------------------------------------------
 
 
-def _inventory(core: HubCore, among: Sequence[str] | None) -> list[str]:
-    names = list(dict.fromkeys(among)) if among else [r.name for r in core.catalog.list()]
-    for name in names:
-        core.catalog.get(name)  # AdapterNotFoundError for an unknown name
+def _inventory(core: HubCore, among: Sequence[str] | None, router: str) -> list[str]:
+    """The adapters to route among: ``among`` as given, or by default every catalog adapter but
+    stored mixtures (tag ``routed``) and, for the routers that embed examples, those without any."""
+    if among:
+        names = list(dict.fromkeys(among))
+        for name in names:
+            core.catalog.get(name)  # AdapterNotFoundError for an unknown name
+    else:
+        names = [r.name for r in core.catalog.list() if "routed" not in r.tags]
+        if router != "arrow":
+            names = [n for n in names if _examples_file(core, n) is not None]
     if not names:
-        raise InvalidParameterError("routing needs at least one adapter in the catalog (or in --among)")
+        raise InvalidParameterError(
+            "routing needs at least one adapter in the catalog (or in --among)"
+            + ("" if among or router == "arrow" else " with example inputs; --router arrow needs none")
+        )
     bases = {core.catalog.get(n).base_model or "" for n in names}
     if len(bases) > 1:
         raise IncompatibleAdaptersError(
@@ -249,6 +261,8 @@ def route(
     among: Sequence[str] | None = None,
     labels: Sequence[str] | None = None,
     run: bool = False,
+    merge: bool = False,
+    merge_method: str = "cat",
 ) -> list[RouteDecision]:
     """Route each query to a mixture of catalog adapters.
 
@@ -262,6 +276,9 @@ def route(
             task's routes to that task's adapter.
         run: also predict a label (needs ``labels``): the query and each label embedded under
             the routed mixture, the most cosine-similar label wins.
+        merge: also store each query's mixture as one adapter (for clients that load one LoRA):
+            ``routed/<mixture digest>``, made once per exact mixture (adapter digests and weights)
+            and reused after; ``merge_method`` ``cat`` (default) computes exactly the mixture.
 
     Raises:
         InvalidParameterError: unknown router, top_k < 1, bad temperature, empty inventory or
@@ -272,7 +289,7 @@ def route(
     if router not in ROUTERS:
         raise InvalidParameterError(f"unknown router {router!r}; choose one of: {', '.join(ROUTERS)}")
     texts = _check_queries(queries)
-    names = _inventory(core, among)
+    names = _inventory(core, among, router)
     check_route_params(top_k, temperature, len(names))
     if run and not labels:
         raise InvalidParameterError("--run predicts one of the candidate labels: give them with --labels")
@@ -297,7 +314,24 @@ def route(
     for i, text in enumerate(texts):
         row = [(names[j], float(weights[i, j])) for j in torch.argsort(weights[i], descending=True).tolist()]
         decisions.append(RouteDecision(text, router, [(n, w) for n, w in row if w > 0], by_labels is not None, predictions[i]))
+    if merge:
+        decisions = [replace(d, merged=_merged(core, d.adapters, merge_method)) for d in decisions]
     return decisions
+
+
+def _merged(core: HubCore, mixture: list[tuple[str, float]], method: str) -> str:
+    """The catalog adapter computing ``mixture`` (made on first use, then found by its name)."""
+    from adapterhub.app.merging import merge
+
+    if len(mixture) == 1:
+        return mixture[0][0]  # weight 1 on one adapter: that adapter itself
+    exact = sorted((core.catalog.get(n).digest, round(w, 6)) for n, w in mixture)
+    name = "routed/" + hashlib.sha256(json.dumps([method, exact]).encode()).hexdigest()[:24]
+    if not core.catalog.exists(name):
+        names, weights = zip(*mixture)
+        merge(core, list(names), method=method, weights=list(weights), name=name, tags=["routed"],
+              description="the routed mixture " + ", ".join(f"{n} {w:.3f}" for n, w in mixture))  # fmt: skip
+    return name
 
 
 def _predict(

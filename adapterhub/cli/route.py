@@ -68,6 +68,7 @@ def route_query(
     temperature: float = typer.Option(1.0, "--temperature", help="Softmax temperature of the mixture."),
     among: Optional[list[str]] = typer.Option(None, "--among", help="Route among these adapters only (repeat)."),
     run: bool = typer.Option(False, "--run", help="Also predict one of --labels under the routed mixture."),
+    merge: bool = typer.Option(False, "--merge", help="Store each mixture as one adapter (routed/...), for one-LoRA clients."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Route a query (or a file of queries) to a mixture of catalog adapters.
@@ -83,7 +84,8 @@ def route_query(
         queries = [query] if query is not None else _read_queries(file)  # type: ignore[arg-type]
         label_list = [label.strip() for label in labels.split(",") if label.strip()] if labels else None
         decisions = open_hub().route(
-            queries, router=router, top_k=top_k, temperature=temperature, among=among, labels=label_list, run=run
+            queries, router=router, top_k=top_k, temperature=temperature, among=among, labels=label_list, run=run,
+            merge=merge,
         )
     answer = [d.to_dict() for d in decisions]
     if as_json:
@@ -92,8 +94,10 @@ def route_query(
     rows = []
     for d in answer:
         mix = ", ".join(f"{a['name']} {a['weight']:.2f}" for a in d["adapters"])
-        rows.append([d["query"][:60], d["router"], mix] + ([d.get("prediction", "")] if run else []))
-    print_table("routes", ["query", "router", "adapters (weight)"] + (["prediction"] if run else []), rows)
+        rows.append([d["query"][:60], d["router"], mix] + ([d.get("prediction", "")] if run else [])
+                    + ([d.get("merged", "")] if merge else []))
+    columns = ["query", "router", "adapters (weight)"] + (["prediction"] if run else []) + (["merged"] if merge else [])
+    print_table("routes", columns, rows)
 
 
 def train_mhr(

@@ -114,8 +114,9 @@ def test_empty_catalog_and_mixed_bases_are_refused(home, cli, tmp_path):
     with AdapterHub(home) as hub:
         hub.add(library_dir() / "wn_pos", "lib/wn_pos")
         hub.add(write_random_adapter(tmp_path / "bert", seed=1), "other/tiny")  # base "tiny-bert"
-    result = cli("route", "x")
+    result = cli("route", "x", "--among", "lib/wn_pos", "--among", "other/tiny")
     assert result.exit_code == 1 and "different base models" in result.output
+    assert cli("route", "x", "--router", "arrow").exit_code == 1  # the default inventory holds both
 
 
 def test_route_file_and_json_answer(hub, cli, tmp_path):
@@ -172,3 +173,21 @@ def test_train_mhr_stores_a_plain_lora_with_its_inventory_shots_and_routing(hub,
     assert record.task == "wn_adj_kind"
     bad = cli("route", "train-mhr", "--task", "wn_pos", "--inventory", "lib/wn_pos", "--name", "acme/x", "--variant", "q")
     assert bad.exit_code == 1 and "unknown MHR variant" in bad.output
+
+
+def test_merge_stores_each_mixture_once_and_computes_it_exactly(hub):
+    from adapterhub.models import cached_base_model, lora_attached
+
+    [decision] = hub.route("a small songbird", top_k=2, temperature=0.05, merge=True)
+    assert decision.merged.startswith("routed/") and len(decision.adapters) == 2
+    [again] = hub.route("a small songbird", top_k=2, temperature=0.05, merge=True)
+    assert again.merged == decision.merged and len(hub.catalog.list(tag="routed")) == 1
+    model = cached_base_model()
+    names, weights = zip(*decision.adapters)
+    with lora_attached(model.model, [hub.load(n) for n in names], weights=list(weights)):
+        mixed = model.encode(["a small songbird"])
+    with lora_attached(model.model, [hub.load(decision.merged)]):
+        merged = model.encode(["a small songbird"])
+    torch.testing.assert_close(merged, mixed, rtol=0, atol=1e-5)
+    [single] = hub.route("a small songbird", top_k=1, merge=True)
+    assert single.merged == single.adapters[0][0]  # one adapter: itself, nothing stored
