@@ -79,10 +79,12 @@ def train_mhr(
     params = {"variant": variant, "task": task, "shots": len(picked), "shots_digest": result.meta.get("shots_digest"),
               "steps": steps, "seed": seed, "routing_artifact": routing_blob[0] if routing_blob else None}  # fmt: skip
     lineage = [LineageRecord(parent_name=r.name, operation=f"mhr-{variant}", parent_digest=r.digest, params=params) for r in records]
+    from adapterhub.app.access import private_result
     from adapterhub.app.ingest import add_adapter
 
-    record = add_adapter(core, result.adapter, name, task=task, lineage=lineage, operation=f"mhr-{variant}",
-                         source=f"{len(picked)} shots of {task} over {len(names)} adapters")  # fmt: skip
+    with private_result(core, names, name):  # private inventory: a private result, never public
+        record = add_adapter(core, result.adapter, name, task=task, lineage=lineage, operation=f"mhr-{variant}",
+                             source=f"{len(picked)} shots of {task} over {len(names)} adapters")  # fmt: skip
     if routing_blob is not None:  # derived from the new adapter: pruned with it
         digest, size = routing_blob
         artifacts.record_artifact(core.catalog, artifacts.ArtifactRecord("mhr.routing", record.digest, record.digest, digest, size))

@@ -191,3 +191,12 @@ def test_merge_stores_each_mixture_once_and_computes_it_exactly(hub):
     torch.testing.assert_close(merged, mixed, rtol=0, atol=1e-5)
     [single] = hub.route("a small songbird", top_k=1, merge=True)
     assert single.merged == single.adapters[0][0]  # one adapter: itself, nothing stored
+
+
+def test_mhr_over_a_private_adapter_is_private(hub):
+    from adapterhub.store import hub_catalog
+
+    hub_catalog.create_repo(hub.catalog, "lib/wn_pos", private=True)  # as a private hub repo would be
+    hub.train_mhr(task="wn_adj_kind", inventory=["lib/wn_pos", "lib/chat_topic"], name="acme/adj-private",
+                  shots=4, steps=0)
+    assert "acme/adj-private" in hub_catalog.private_repo_names(hub.catalog)
