@@ -13,7 +13,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -63,11 +63,8 @@ class Description:
 
 @dataclass(frozen=True, slots=True)
 class StoredWeights:
-    """Weights already in the blob store under their canonical digest (see ``received_weights``).
-
-    ``file_sha256`` is the sha256 of the file as received, which a model card may name instead
-    of the canonical digest.
-    """
+    """Weights already stored under their canonical digest (``received_weights``); ``file_sha256``:
+    of the file as received, which a model card may name instead of the canonical digest."""
 
     digest: str
     size: int
@@ -157,16 +154,12 @@ def _stored_blobs(
 
 def _fsync_path(path: Path) -> None:
     """Flush a file's dirty pages; best effort (durability itself comes from the blob's own fsync)."""
-    try:
+    with suppress(OSError):  # e.g. platforms that fsync only writable descriptors
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # e.g. platforms that fsync only writable descriptors
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _store_received(core: HubCore, adapter: LoraAdapter, path: Path, check: Callable[[str], None]) -> StoredWeights:
@@ -196,10 +189,10 @@ def _store_received(core: HubCore, adapter: LoraAdapter, path: Path, check: Call
                 core.blobs.put_file(path, scan.digest)
             return StoredWeights(scan.digest, scan.size, scan.file_sha256)
         flushed.result()  # before writing a second copy: see above
-        tmp = core.blobs.temp_file()  # only the header differs: canonical header + the data, as read
+        tmp = core.blobs.temp_file()  # only the header differs: canonical header + a kernel copy of the data
         try:
-            with open(tmp, "wb") as out:
-                scan = adapter.scan_file(layout, out.write)
+            adapter.write_canonical_copy(layout, tmp)
+            scan = adapter.scan_file(layout, copy=tmp)  # what is checked is what is stored
             check(scan.file_sha256)
             core.blobs.adopt(tmp, scan.digest)
         finally:
@@ -425,11 +418,15 @@ def add_adapter(
     metrics: Sequence[MetricRecord] = (),
     operation: str = "import",
     source: str | None = None,
+    examples: str | Path | None = None,
 ) -> AdapterRecord:
-    """Store an in-memory or on-disk adapter (e.g. an engine's output) with its lineage and metrics."""
+    """Store an in-memory or on-disk adapter (e.g. an engine's output) with its lineage and metrics
+    (and its example inputs for routing, from an ``adapterhub_examples.jsonl`` file)."""
     about = Description(task=task, tags=tags, description=description or "")
+    files = _examples_files(Path(examples), examples) if examples is not None else []
     return store_new(
-        core, adapter, name, about=about, lineage=lineage, metrics=metrics, operation=operation, source=source
+        core, adapter, name, about=about, lineage=lineage, metrics=metrics, files=files, operation=operation,
+        source=source,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from adapterhub.files import atomic_write
 from adapterhub.lora.config import CONFIG_NAME, LEGACY_WEIGHTS_NAME, WEIGHTS_NAME, AdapterConfig, targets_module
 from adapterhub.lora.keys import extra_key, lora_key, parse_key
 from adapterhub.lora.module import LoraModule
-from adapterhub.lora.scan import CanonicalLayout, WeightsScan, canonical_layout, scan_file
+from adapterhub.lora.scan import CanonicalLayout, WeightsScan, canonical_layout, copy_canonical, scan_file
 from adapterhub.lora.tensorfile import (
     DTYPE_NAMES,
     DictSource,
@@ -334,10 +334,8 @@ class LoraAdapter:
             return None
         return canonical_layout(self._source)
 
-    def scan_file(
-        self, layout: CanonicalLayout, write: Callable[[bytes | bytearray], object] | None = None
-    ) -> WeightsScan:
-        """Read the weights file once: its sha256, the canonical digest, values, canonical bytes to ``write``.
+    def scan_file(self, layout: CanonicalLayout, *, copy: Path | None = None) -> WeightsScan:
+        """Read the weights file once: its sha256, the canonical digest, and every value checked.
 
         The fast path for a file just received (a pull): see ``adapterhub.lora.scan``. Values are
         checked as ``iter_weights_bytes(check_values=True)`` checks them (same errors), and the
@@ -345,16 +343,23 @@ class LoraAdapter:
 
         Args:
             layout: ``canonical_layout()`` of this adapter (not ``None``).
-            write: receives the canonical bytes (header first), unless a tensor is rejected.
+            copy: a canonical copy of the file (``write_canonical_copy``) to read the data from.
 
         Raises:
             InvalidAdapterError: a tensor holds NaN or Inf, or the file changed while being read.
         """
-        if not isinstance(self._source, SafetensorsSource):
-            raise TypeError("scan_file needs an adapter opened from a safetensors file")
-        scan = scan_file(self._source, layout, write=write, origin=self._origin)
+        scan = scan_file(self._safetensors(), layout, copy=copy, origin=self._origin)
         self._digest_and_size = (scan.digest, scan.size)
         return scan
+
+    def write_canonical_copy(self, layout: CanonicalLayout, dest: Path) -> None:
+        """Write the canonical file to ``dest`` by a kernel copy of the data; ``scan_file(copy=dest)`` checks it."""
+        copy_canonical(self._safetensors(), layout, dest)
+
+    def _safetensors(self) -> SafetensorsSource:
+        if not isinstance(self._source, SafetensorsSource):
+            raise TypeError("this needs an adapter opened from a safetensors file")
+        return self._source
 
     def write_weights(self, path: str | Path, *, check_values: bool = False) -> tuple[str, int]:
         """Write the canonical safetensors file atomically; returns (digest, size).
