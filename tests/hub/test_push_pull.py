@@ -374,3 +374,22 @@ def test_a_file_laid_out_otherwise_takes_the_general_path(tmp_path):
         with received_weights(c, received, folder / WEIGHTS, expected_sha256=None, what="x") as stored:
             pass
         assert stored.digest == adapter.digest and c.blobs.verify(stored.digest)
+
+
+def test_the_canonical_copy_falls_back_to_python_where_the_kernel_cannot_copy(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    def cannot(*args, **kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", cannot)
+    adapter = random_adapter(55)
+    folder = adapter.save(tmp_path / "a")
+    save_file({k: adapter._source.get(k) for k in adapter._source.keys()}, str(folder / WEIGHTS))
+    file_sha256 = hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest()
+    with AdapterHub(tmp_path / "home") as c:
+        received = LoraAdapter.load(folder, validate=False)
+        with received_weights(c, received, folder / WEIGHTS, expected_sha256=file_sha256, what="x") as stored:
+            pass
+        assert stored.digest == adapter.digest and c.blobs.verify(stored.digest)
+        assert not list(c.blobs.base.glob(".tmp-*"))
