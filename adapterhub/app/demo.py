@@ -94,6 +94,7 @@ def _import_library(hub: AdapterHub, folder: Path, tasks: list[str], say: Progre
     """Add each task adapter as ``library/<task>`` with its recorded metrics (reused if present)."""
     from adapterhub.eval.library import META_NAME
     from adapterhub.lora import LoraAdapter
+    from adapterhub.route.base import EXAMPLES_FILE
 
     names = []
     for task in tasks:
@@ -103,6 +104,7 @@ def _import_library(hub: AdapterHub, folder: Path, tasks: list[str], say: Progre
         if _exists(hub, name):
             continue
         labels = {lab["name"]: lab["description"] for lab in meta.get("labels", [])}
+        examples = folder / task / EXAMPLES_FILE
         hub.add_adapter(
             LoraAdapter.load(folder / task, validate=False),  # values are checked while the blob is written
             name,
@@ -111,6 +113,7 @@ def _import_library(hub: AdapterHub, folder: Path, tasks: list[str], say: Progre
             description=f"{meta.get('description', '')} Labels: " + "; ".join(f"{k}: {v}" for k, v in labels.items()),
             metrics=_recorded_metrics(task, meta, labels, META_NAME),
             source=str(folder / task),
+            examples=examples if examples.is_file() else None,
         )
         say(f"imported {name} (test accuracy {meta['metrics']['test']['adapter']['accuracy']:.3f})")
     return names
@@ -148,6 +151,36 @@ def _merge_and_score(
         "eval_seconds": round(t2 - t1, 2),
     }
     return row, result
+
+
+ROUTE_PER_TASK = 20  # test queries of each task in the demo's mixed stream
+ROUTE_TEMPERATURE = 0.05  # cosine scores live in [-1, 1]: a small temperature (docs/routing.md)
+
+
+def _route_and_score(hub: AdapterHub, names: list[str], tasks: list[str], per_task: int) -> dict[str, Any]:
+    """Route a mixed stream of unlabeled test queries (``per_task`` of each task) with the prototype
+    router over the imported adapters; score top-1 and top-3 mixtures beside each query's own
+    adapter (the oracle), and count how often top-1 picked the query's own adapter."""
+    import torch
+
+    from adapterhub.app.route_quality import held_out_stream
+    from adapterhub.eval import evaluate
+
+    stream = held_out_stream(tasks, "test", per_task)
+    adapters = [hub.load(n) for n in names]
+    rows: dict[str, dict[str, float]] = {}
+    for own, task in enumerate(tasks):
+        texts = stream[task].texts("test")
+        row: dict[str, float] = {"oracle": evaluate(adapters[own], stream[task]).accuracy}
+        for k in (1, 3):
+            decisions = hub.route(texts, top_k=k, temperature=ROUTE_TEMPERATURE, among=names)
+            w = torch.tensor([[dict(d.adapters).get(n, 0.0) for n in names] for d in decisions])
+            row[f"top{k}"] = evaluate(adapters, stream[task], weights=w).accuracy
+            if k == 1:
+                row["routed_to_own"] = float((w.argmax(dim=1) == own).float().mean())
+        rows[task] = row
+    mean = {key: sum(r[key] for r in rows.values()) / len(rows) for key in ("oracle", "top1", "top3", "routed_to_own")}
+    return {"per_task": per_task, "router": "prototype", "temperature": ROUTE_TEMPERATURE, "tasks": rows, "mean": mean}
 
 
 def run_demo(
@@ -202,6 +235,10 @@ def run_demo(
             rows.append(row)
             say(f"{row['name']}: normalised accuracy {row['normalised_accuracy']:.3f}, retained gain "
                 f"{row['retained_gain']:.2f} (merge {row['merge_seconds']:.1f} s, eval {row['eval_seconds']:.1f} s)")
+        routing = _route_and_score(hub, names, tasks, ROUTE_PER_TASK // 2 if quick else ROUTE_PER_TASK)
+        say(f"routed {routing['per_task']} unlabeled test queries of each task: top-1 accuracy "
+            f"{routing['mean']['top1']:.3f}, top-3 mixture {routing['mean']['top3']:.3f}, own adapter "
+            f"{routing['mean']['oracle']:.3f} (own adapter picked {routing['mean']['routed_to_own']:.0%})")
     data: dict[str, Any] = {
         "home": str(home_path),
         "library": str(folder),
@@ -209,6 +246,7 @@ def run_demo(
         "split": "test",
         "references": references,
         "rows": rows,
+        "routing": routing,
         "seconds": round(time.perf_counter() - started, 1),
     }
     out_dir = Path(out).expanduser().resolve() if out is not None else home_path / "report"

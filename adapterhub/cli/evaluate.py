@@ -218,12 +218,13 @@ def demo(
     threads: Optional[int] = THREADS_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """Merge the shipped task adapters and score every merge.
+    """Merge the shipped task adapters and score every merge; route unlabeled queries among them.
 
     On a fresh embedded catalog (--home, default ./demo-home): imports every task adapter of the
     library, merges all of them into one rank-8 adapter with LoRA-LEGO and with each baseline
     method, scores each merge on every task's test split beside zero-shot and the individual
-    adapters, and writes a table and a plot. About 70 s on 2 cores; --quick about 30 s.
+    adapters, and writes a table and a plot. Then routes a mixed stream of test queries without
+    their task name (prototype router) and scores the routed mixtures beside each own adapter. About 70 s on 2 cores; --quick about 30 s.
 
     \b
     Example:
@@ -255,6 +256,13 @@ def demo(
     per_task = [[t, _pct(refs[t]["zero_shot"]), _pct(refs[t]["own"]), *[_pct(r["accuracy"][t]) for r in data["rows"]]]
                 for t in tasks]
     print_table("test accuracy % per task", ["task", "zero-shot", "own", *slugs], per_task)
+    routing = data["routing"]
+    route_rows = [[t, _pct(r["oracle"]), _pct(r["top1"]), _pct(r["top3"]), _pct(r["routed_to_own"])]
+                  for t, r in routing["tasks"].items()]
+    m = routing["mean"]
+    route_rows.append(["mean", _pct(m["oracle"]), _pct(m["top1"]), _pct(m["top3"]), _pct(m["routed_to_own"])])
+    print_table(f"routing {routing['per_task']} unlabeled test queries per task (prototype router, no task name)",
+                ["task", "own adapter", "routed top-1", "routed top-3", "own adapter picked"], route_rows)
     info(f"catalog: {data['home']}  ({data['seconds']:.0f} s)")
     for kind, path in data["files"].items():
         info(f"wrote {kind}: {path}")

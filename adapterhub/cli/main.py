@@ -25,11 +25,15 @@ COMMANDS: dict[str, LazyCommand] = {
     "gc": LazyCommand(_CATALOG, "Catalog", "Delete unreferenced blobs and temp files left by interrupted writes."),
     "merge": LazyCommand(_MERGE, "Merging", "Merge adapters into a new catalog adapter (LoRA-LEGO by default)."),
     "methods": LazyCommand(_MERGE, "Merging", "List merge methods, their parameters, defaults and references."),
-    "route": LazyCommand(_ROUTE, "Routing", "Route queries to adapter mixtures, or train an MHR adapter from an inventory."),
+    "route": LazyCommand(
+        _ROUTE, "Routing", "Route queries to adapter mixtures, or train an MHR adapter from an inventory."
+    ),
     "train": LazyCommand(_EVAL, "Evaluation", "Train a LoRA for a shipped task and add it to the catalog."),
     "eval": LazyCommand(_EVAL, "Evaluation", "Score an adapter on the test split of its task(s)."),
     "quality": LazyCommand(_EVAL, "Evaluation", "Build the merge-quality table of every merge method."),
-    "demo": LazyCommand(_EVAL, "Evaluation", "Merge the shipped task adapters and score every merge."),
+    "demo": LazyCommand(
+        _EVAL, "Evaluation", "Merge the shipped task adapters and score every merge; route unlabeled queries among them."
+    ),
     "push": LazyCommand(_HUB, "Hub", "Upload an adapter to a hub repo, creating the repo if needed."),
     "pull": LazyCommand(_HUB, "Hub", "Download, validate and import an adapter from a hub repo."),
     "serve": LazyCommand(_HUB, "Hub", "Serve the catalog as a Hugging Face-compatible hub and a REST API."),
