@@ -55,7 +55,7 @@ def render_markdown(r: Mapping[str, Any]) -> str:
     for label, row in rows.items():
         ra = row.get("routing_accuracy")
         cells = " | ".join(_pct(row["per_task"][n]["accuracy"]) for n in names)
-        bold = label.startswith("hedged")
+        bold = label.startswith(("hedged", "boosted"))
         name = f"**{label}**" if bold else label
         out.append(f"| {name} | {_pct(row['mean'])} | {_pct(row['mean_stderr'])} | "
                    f"{'' if ra is None else _pct(ra)} | {cells} |")
@@ -71,7 +71,9 @@ def render_markdown(r: Mapping[str, Any]) -> str:
             f"mass reaches {hedge['mass']:g}, each at 1/sqrt(m); the mass was chosen on the validation stream "
             f"(validation mean accuracy by mass: {grid}; 0 is top-1, 1 the uniform mixture). Set sizes on test: "
             + ", ".join(f"{k} adapter(s): {v}" for k, v in sorted(sizes.items(), key=lambda kv: int(kv[0])))
-            + ".", ""]
+            + ". Boosted router: the uniform 1/sqrt(n) mixture plus "
+            f"{hedge['boost']:g} on the learned router's top-1, the boost chosen on validation ("
+            + ", ".join(f"{g['boost']:g}: {_pct(g['validation_mean'])}" for g in hedge["boost_grid"]) + ").", ""]
     out += ["### Confusion of the learned router's top-1 (rows: query task, columns: routed adapter)", ""]
     conf = r["text_only"]["confusion"]["learned"]
     out += ["| task | " + " | ".join(SHORT.get(n, n) for n in names) + " |", "|" + "---|" * (1 + len(names))]
@@ -154,7 +156,7 @@ def plot(r: Mapping[str, Any], path: Path) -> None:
     labels = list(rows)
     means = [100 * rows[k]["mean"] for k in labels]
     errs = [100 * rows[k]["mean_stderr"] for k in labels]
-    colors = ["#888" if k.startswith(("oracle", "uniform", "zero")) else "#3b7dd8" for k in labels]
+    colors = ["#2a9d4a" if k.startswith(("hedged", "boosted")) else "#888" if k.startswith(("oracle", "uniform", "zero")) else "#3b7dd8" for k in labels]
     ax.barh(range(len(labels)), means, xerr=errs, color=colors)
     ax.set_yticks(range(len(labels)), [k if len(k) < 48 else k[:45] + "..." for k in labels], fontsize=7)
     ax.invert_yaxis()
