@@ -54,3 +54,14 @@ def test_stream_is_deterministic_and_drawn_from_the_split() -> None:
         assert sub.texts("test") == b[name].texts("test") and len(sub.texts("test")) == 50
         assert {e.split for e in sub.examples} == {"test"}
     assert held_out_stream(["wn_adj_kind"], "validation", 10)["wn_adj_kind"].texts("validation")
+
+
+@pytest.mark.slow
+def test_quick_run_covers_every_setting() -> None:
+    from adapterhub.app.route_quality import run_route_quality
+
+    r = run_route_quality(quick=True, per_task=2, threads=1)
+    rows = r["text_only"]["rows"]
+    assert {"zero-shot", "oracle (own adapter)", "uniform 1/sqrt(n)", "prototype top-1", "learned top-1"} <= set(rows)
+    assert r["label_set"]["identical_to_oracle"] and r["label_set"]["mean"] == rows["oracle (own adapter)"]["mean"]
+    assert "wn_topic_domain" in r["unseen"]
