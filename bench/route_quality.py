@@ -108,21 +108,30 @@ def findings(r: Mapping[str, Any], unseen_means: Mapping[str, float]) -> list[st
     best_label, best = max(((k, v) for k, v in rows.items() if not k.startswith(("oracle", "uniform", "zero"))),
                            key=lambda kv: kv[1]["mean"])
     goal = uni + (oracle - uni) / 2
+    names = r["adapters"]
+    conf = r["text_only"]["confusion"]["learned"]
+    errors = [(i, j, c) for i, line in enumerate(conf) for j, c in enumerate(line) if i != j]
+    gloss = {i for i, n in enumerate(names) if n.startswith("wn_")}
+    inside = sum(c for i, j, c in errors if i in gloss and j in gloss) / max(1, sum(c for _, _, c in errors))
     text = [
         f"- Oracle {_pct(oracle)}, uniform 1/sqrt(n) mixture {_pct(uni)}, zero-shot {_pct(rows['zero-shot']['mean'])}. "
         f"The goal (half the uniform-to-oracle gap) is {_pct(goal)}; the best text-only router here, "
         f"*{best_label}*, reaches {_pct(best['mean'])} ± {_pct(best['mean_stderr'])}: the goal is "
         f"**{'met' if best['mean'] >= goal else 'not met'}**.",
         "- Why text-only routing is capped on this bed: five of the seven tasks take WordNet glosses, so a noun "
-        "gloss may be a noun-supersense, a part-of-speech or an animal-class query, and a verb gloss a "
-        "verb-supersense or a part-of-speech one. Both routers separate chat from glosses and the two chat tasks "
-        "from each other almost perfectly; nearly all their errors are inside the gloss block (confusion table). "
-        "No router that sees only the text can tell those apart; what it can do is avoid committing to one "
-        "adapter when the gloss is ambiguous.",
-        "- A wrong single adapter costs more than a diluted right one: top-1 routing falls below the uniform "
-        "mixture although it picks the right adapter most of the time, and softer mixtures (top-3, the hedged "
-        "router) recover most of that. The learned classifier beats the centroid (prototype) router on routing "
-        "accuracy because it learns which directions separate look-alike tasks.",
+        "gloss may be a noun-supersense, a part-of-speech or an animal-class query, a verb gloss a verb-supersense "
+        "or a part-of-speech one, an adjective gloss an adjective-kind or a part-of-speech one; and English chat "
+        f"lines occur in both chat tasks. {_pct(inside)}% of the learned router's top-1 errors stay inside the "
+        "gloss block (confusion table). No router that sees only the text can tell those apart; what it can do is "
+        "avoid committing to one adapter when the text is ambiguous.",
+        f"- A wrong single adapter costs more than a diluted right one: learned top-1 ({_pct(rows['learned top-1']['mean'])}, "
+        f"routing accuracy {_pct(rows['learned top-1']['routing_accuracy'])}) and prototype top-1 "
+        f"({_pct(rows['prototype top-1']['mean'])}, {_pct(rows['prototype top-1']['routing_accuracy'])}) stay below "
+        "the uniform mixture although they pick the right adapter most of the time (a misrouted part-of-speech or "
+        "verb query scores far below zero-shot). Mixtures that keep the other adapters in play (top-3, the hedged "
+        "and the boosted router) recover that; the boosted router keeps the whole uniform mixture and adds weight "
+        "on the likely adapter, so a misroute costs little and a correct route gains. The learned classifier beats "
+        "the centroid router on routing accuracy: it learns which directions separate look-alike tasks.",
     ]
     arrow = [(k, v) for k, v in rows.items() if k.startswith("arrow")]
     if arrow:
@@ -130,8 +139,10 @@ def findings(r: Mapping[str, Any], unseen_means: Mapping[str, float]) -> list[st
             "- Arrow (data-free, per token) lands at " + ", ".join(f"{_pct(v['mean'])} ({k})" for k, v in arrow)
             + ": its score |<x, v>| per token and layer looks at the direction each adapter's update amplifies, "
             "not at what the query is about, so on short inputs with similar token statistics (all glosses) it "
-            "spreads weight across adapters rather than picking the task; its per-query argmax matches the "
-            "query's own adapter far less often than the example-based routers."
+            "spreads weight across adapters rather than picking the task: the argmax of its layer- and "
+            "token-averaged weights is the query's own adapter for "
+            + ", ".join(f"{_pct(v['routing_accuracy'])}%" for k, v in arrow if "routing_accuracy" in v)
+            + " of queries."
         )
     text.append(
         f"- Unseen tasks (mean over held-out tasks): zero-shot {_pct(unseen_means['zero-shot'])}, uniform merge of "
@@ -187,21 +198,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--library", type=Path, default=None, help="task adapters (default examples/)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see above)")
     parser.add_argument("--per-task", type=int, default=None, help="queries per task (default 150; quick 20)")
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help="re-render routing.md/.png from a routing.json written earlier (no evaluation)")
     args = parser.parse_args(argv)
-
-    from adapterhub.app.route_quality import run_route_quality
 
     started = time.perf_counter()
 
     def say(message: str) -> None:
         print(f"[{(time.perf_counter() - started) / 60:5.1f} min] {message}", flush=True)
 
-    report = run_route_quality(quick=args.quick, library=args.library, per_task=args.per_task,
-                               threads=args.threads, progress=say)
     args.out.mkdir(parents=True, exist_ok=True)
-    for row in report["text_only"]["rows"].values():
-        row.pop("predictions", None)
-    (args.out / "routing.json").write_text(json.dumps(report, indent=1, default=float) + "\n", encoding="utf-8")
+    if args.from_json is not None:
+        report = json.loads(args.from_json.read_text(encoding="utf-8"))
+    else:
+        from adapterhub.app.route_quality import run_route_quality
+
+        report = run_route_quality(quick=args.quick, library=args.library, per_task=args.per_task,
+                                   threads=args.threads, progress=say)
+        for row in report["text_only"]["rows"].values():
+            row.pop("predictions", None)
+        text = json.dumps(report, indent=1, default=float) + "\n"
+        (args.out / "routing.json").write_text(text, encoding="utf-8")
     md = render_markdown(report)
     (args.out / "routing.md").write_text(md, encoding="utf-8")
     plot(report, args.out / "routing.png")
