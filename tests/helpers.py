@@ -289,6 +289,25 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+class CallLog:
+    """An ASGI wrapper recording each request's method, path and Content-Length (which routes a
+    real client called, and how much it sent)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.calls: list[tuple[str, str, int]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length", b"0")
+            self.calls.append((scope["method"], scope["path"], int(length or 0)))
+        await self.app(scope, receive, send)
+
+    def take(self) -> list[tuple[str, str, int]]:
+        calls, self.calls = self.calls, []
+        return calls
+
+
 def staging_folders(home: Path) -> list[Path]:
     """Commit staging folders left under the home's uploads (received LFS objects and Xet xorbs
     live beside them and are not staging)."""

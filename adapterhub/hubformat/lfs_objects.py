@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 from adapterhub.errors import InvalidAdapterError, UploadTooLargeError
 
-__all__ = ["LfsObjects", "LfsReceiver", "check_oid"]
+__all__ = ["LfsObjects", "LfsReceiver", "check_oid", "remove_untouched"]
 
 _OID = re.compile(r"[0-9a-f]{64}")
 _TMP_PREFIX = ".recv-"
@@ -148,18 +148,24 @@ class LfsObjects:
     def remove_stale(self, *, grace_seconds: float = 24 * 3600) -> list[tuple[Path, int]]:
         """Remove objects and partial uploads untouched for ``grace_seconds`` (uploaded, never
         committed, or committed to a store that keeps other bytes); returns each and its size."""
-        cutoff = time.time() - grace_seconds
-        removed: list[tuple[Path, int]] = []
-        if not self.root.is_dir():
-            return removed
-        for entry in self.root.iterdir():
-            if entry.name == self.SECRET_NAME:
-                continue
-            try:
-                st = entry.stat()
-            except FileNotFoundError:
-                continue
-            if st.st_mtime < cutoff:
-                entry.unlink(missing_ok=True)
-                removed.append((entry, st.st_size))
+        return remove_untouched(self.root, grace_seconds, keep=(self.SECRET_NAME,))
+
+
+def remove_untouched(root: Path, grace_seconds: float, *, keep: tuple[str, ...] = ()) -> list[tuple[Path, int]]:
+    """Delete the files directly in ``root`` not modified for ``grace_seconds`` (but ``keep``);
+    returns each removed file and its size. Uploads waiting for their commit live in such folders."""
+    cutoff = time.time() - grace_seconds
+    removed: list[tuple[Path, int]] = []
+    if not root.is_dir():
         return removed
+    for entry in root.iterdir():
+        if entry.name in keep:
+            continue
+        try:
+            st = entry.stat()
+        except FileNotFoundError:
+            continue
+        if st.st_mtime < cutoff:
+            entry.unlink(missing_ok=True)
+            removed.append((entry, st.st_size))
+    return removed

@@ -16,12 +16,11 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
-import time
 from pathlib import Path
 from typing import BinaryIO
 
 from adapterhub.errors import InvalidAdapterError, UploadTooLargeError
-from adapterhub.hubformat.lfs_objects import LfsObjects
+from adapterhub.hubformat.lfs_objects import LfsObjects, remove_untouched
 from adapterhub.hubformat.xet import XetFile, hash_hex, parse_xorb
 
 __all__ = ["XetXorbs"]
@@ -128,16 +127,4 @@ class XetXorbs:
 
     def remove_stale(self, *, grace_seconds: float = 24 * 3600) -> list[tuple[Path, int]]:
         """Remove xorbs (and partial writes) untouched for ``grace_seconds``; returns each and its size."""
-        cutoff = time.time() - grace_seconds
-        removed: list[tuple[Path, int]] = []
-        if not self.root.is_dir():
-            return removed
-        for entry in self.root.iterdir():
-            try:
-                st = entry.stat()
-            except FileNotFoundError:
-                continue
-            if st.st_mtime < cutoff:
-                entry.unlink(missing_ok=True)
-                removed.append((entry, st.st_size))
-        return removed
+        return remove_untouched(self.root, grace_seconds)

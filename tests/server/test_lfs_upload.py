@@ -23,29 +23,11 @@ import torch
 from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
 from safetensors.torch import load_file
 
-from tests.helpers import free_port, live_server, store_state, write_random_adapter
+from tests.helpers import CallLog, free_port, live_server, store_state, write_random_adapter
 
 REPO = "acme/big"
 THRESHOLD = 1024  # small, so the test adapter's weights are over it (every *.safetensors is LFS anyway)
 MAX_UPLOAD = 512 << 20
-
-
-class CallLog:
-    """An ASGI wrapper recording each request's method, path and Content-Length."""
-
-    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
-        self.app = app
-        self.calls: list[tuple[str, str, int]] = []
-
-    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"0")
-            self.calls.append((scope["method"], scope["path"], int(length or 0)))
-        await self.app(scope, receive, send)
-
-    def take(self) -> list[tuple[str, str, int]]:
-        calls, self.calls = self.calls, []
-        return calls
 
 
 @pytest.fixture(scope="module")
