@@ -15,6 +15,8 @@ the task's TRAIN split, stratified by class. Methods:
 Learning rate and steps of each trained method are chosen on the VALIDATION split (a capped,
 fixed subset) with seed 0's shots; the chosen setting is then run for every seed and scored on
 TEST. Steps are read off snapshots of one run per learning rate (MHR) or by rerunning (scratch).
+A diagnostic (``z_curve``) then trains MHR-z longer than the grid, to tell "under-trained" from
+"plateaued"; it plays no part in the selection.
 """
 
 from __future__ import annotations
@@ -55,16 +57,17 @@ class StudyConfig:
     shots: int = 16
     n_heads: int = 4
     grid: dict[str, tuple[float, ...]] = field(default_factory=lambda: {
-        "mhr_z": (0.3, 1.0), "mhr_mu": (3e-4, 1e-3), "lora_scratch": (1e-3, 3e-3)})
+        "mhr_z": (1.0, 3.0), "mhr_mu": (1e-3,), "lora_scratch": (3e-3,)})
     step_grid: tuple[int, ...] = (4, 8, 16)
     scratch_steps: tuple[int, ...] = (8, 16)
     val_limit: int = 100
     threads: int = 2
+    z_curve_steps: tuple[int, ...] = (16, 32, 64, 96)
 
     @classmethod
     def quick(cls) -> "StudyConfig":
         return cls(tasks=("wn_pos",), seeds=(0,), grid={"mhr_z": (1.0,), "mhr_mu": (1e-3,), "lora_scratch": (3e-3,)},
-                   step_grid=(2, 4), scratch_steps=(4,), val_limit=60)
+                   step_grid=(2, 4), scratch_steps=(4,), val_limit=60, z_curve_steps=())
 
 
 def sample_shots(task: Task, shots: int, seed: int) -> list[int]:
@@ -163,7 +166,27 @@ def run_task(name: str, cfg: StudyConfig, base: BaseModel, library: dict[str, tu
         log(f"{name} seed {seed}: " + ", ".join(f"{m} {row[m]:.3f}" for m in METHODS))
         out["seeds"][str(seed)] = row
     out["summary"] = {m: mean_se([out["seeds"][str(s)][m] for s in cfg.seeds]) for m in METHODS}
+    if cfg.z_curve_steps:
+        out["z_curve"] = z_curve(name, cfg, base, library, lr=chosen["mhr_z"][0], log=log)
     return out
+
+
+def z_curve(name: str, cfg: StudyConfig, base: BaseModel, library: dict[str, tuple[LoraAdapter, dict]], *,
+            lr: float, log: Log) -> dict:
+    """Diagnostic, not part of the selection: MHR-z trained longer than the step grid, seed 0's shots,
+    validation and test accuracy after each of ``cfg.z_curve_steps`` (is MHR-z just under-trained?)."""
+    task = _val_subset(load_task(name), cfg.val_limit)
+    names = [n for n in library if n != name]
+    seed = cfg.seeds[0]
+    t0 = time.perf_counter()
+    snaps = _train("mhr_z", base, [library[n][0] for n in names], names, task, sample_shots(task, cfg.shots, seed), cfg,
+                   lr=lr, steps=cfg.z_curve_steps, seed=seed)
+    points = [{"steps": s, "validation_accuracy": _acc(a, task, "validation", base), "test_accuracy": _acc(a, task, "test", base)}
+              for s, a in sorted(snaps.items())]
+    log(f"{name} mhr_z curve lr={lr:g}: " + ", ".join(
+        f"{p['steps']}: val {p['validation_accuracy']:.3f} test {p['test_accuracy']:.3f}" for p in points)
+        + f" ({time.perf_counter() - t0:.0f}s)")
+    return {"lr": lr, "seed": seed, "points": points}
 
 
 def mean_se(values: Sequence[float]) -> dict[str, float]:
