@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from adapterhub.app import examples as example_files
 from adapterhub.app.core import HubCore
 from adapterhub.errors import (
     AdapterExistsError,
@@ -31,7 +32,7 @@ from adapterhub.files import CHUNK, atomic_write, sha256_file
 from adapterhub.lora import CONFIG_NAME, WEIGHTS_NAME, AdapterConfig
 from adapterhub.names import validate_name
 from adapterhub.store import AdapterRecord, LineageRecord, MetricRecord, RevisionFileRecord
-from adapterhub.store.hub_catalog import file_digest_in_use, revision_files
+from adapterhub.store.hub_catalog import file_digest_in_use
 from adapterhub.store.records import normalise_tags
 
 if TYPE_CHECKING:  # torch-backed: loaded on use, so catalog-only commands start fast
@@ -391,19 +392,9 @@ def add(
     return store_new(core, adapter, name, about=about, files=files, operation="import", source=str(path))
 
 
-def _examples_files(folder: Path, examples: str | Path | None) -> list[ExtraFile]:
-    """The examples file to keep with an added adapter: the one named, else the folder's, else none."""
-    from adapterhub.route.base import EXAMPLES_FILE, parse_examples
-
-    source = Path(examples) if examples is not None else folder / EXAMPLES_FILE
-    if examples is None and not source.is_file():
-        return []
-    try:
-        data = source.read_bytes()
-    except OSError as e:
-        raise InvalidParameterError(f"cannot read the examples file {source}: {e.strerror or e}") from None
-    parse_examples(data)
-    return [ExtraFile(EXAMPLES_FILE, hashlib.sha256(data).hexdigest(), len(data), source)]
+def _examples_files(folder: Path | None, source: str | Path | None) -> list[ExtraFile]:
+    found = example_files.read_examples_file(folder, source)
+    return [ExtraFile(example_files.EXAMPLES_FILE, found[1], found[2], found[0])] if found is not None else []
 
 
 def add_adapter(
@@ -423,7 +414,7 @@ def add_adapter(
     """Store an in-memory or on-disk adapter (e.g. an engine's output) with its lineage and metrics
     (and its example inputs for routing, from an ``adapterhub_examples.jsonl`` file)."""
     about = Description(task=task, tags=tags, description=description or "")
-    files = _examples_files(Path(examples), examples) if examples is not None else []
+    files = _examples_files(None, examples) if examples is not None else []
     return store_new(
         core, adapter, name, about=about, lineage=lineage, metrics=metrics, files=files, operation=operation,
         source=source,
@@ -485,16 +476,5 @@ def export(core: HubCore, name: str, folder: str | Path, *, force: bool = False)
             )
     with atomic_write(folder / CONFIG_NAME, "w") as f:
         f.write(AdapterConfig(record.config).to_json())
-    _export_examples(core, record, folder)
+    example_files.write_examples(core, name, folder)
     return folder
-
-
-def _export_examples(core: HubCore, record: AdapterRecord, folder: Path) -> None:
-    """Write the adapter's example inputs beside it, so ``add`` of the folder (and a pushed repo,
-    which is an export) keeps them."""
-    from adapterhub.route.base import EXAMPLES_FILE
-
-    for f in revision_files(core.catalog, record.name, record.revision or ""):
-        if f.path == EXAMPLES_FILE:
-            with atomic_write(folder / EXAMPLES_FILE) as out, core.blobs.open(f.digest) as src:
-                out.write(src.read(f.size + 1))

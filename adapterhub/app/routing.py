@@ -25,8 +25,9 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from adapterhub.errors import IncompatibleAdaptersError, InvalidParameterError
-from adapterhub.route.base import EXAMPLES_FILE, MAX_QUERY_CHARS, check_route_params, parse_examples
-from adapterhub.store import artifacts, hub_catalog
+from adapterhub.app.examples import examples_of, stored_examples
+from adapterhub.route.base import EXAMPLES_FILE, MAX_QUERY_CHARS, check_route_params
+from adapterhub.store import artifacts
 
 if TYPE_CHECKING:
     import torch
@@ -65,23 +66,6 @@ class RouteDecision:
 
 
 # -- examples and cached state ---------------------------------------------------------------------
-
-
-def _examples_file(core: HubCore, name: str) -> tuple[str, int] | None:
-    record = core.catalog.get(name)
-    for f in hub_catalog.revision_files(core.catalog, name, record.revision or ""):
-        if f.path == EXAMPLES_FILE:
-            return f.digest, f.size
-    return None
-
-
-def examples_of(core: HubCore, name: str) -> list[str]:
-    """The example inputs stored with an adapter's head revision ([] when it has none)."""
-    found = _examples_file(core, name)
-    if found is None:
-        return []
-    with core.blobs.open(found[0]) as f:
-        return parse_examples(f.read(found[1] + 1))
 
 
 def _cached(
@@ -124,7 +108,7 @@ def _inventory(core: HubCore, among: Sequence[str] | None, router: str) -> list[
     else:
         names = [r.name for r in core.catalog.list() if "routed" not in r.tags]
         if router != "arrow":
-            names = [n for n in names if _examples_file(core, n) is not None]
+            names = [n for n in names if stored_examples(core, n) is not None]
     if not names:
         raise InvalidParameterError(
             "routing needs at least one adapter in the catalog (or in --among)"
@@ -149,7 +133,7 @@ def _base_model(core: HubCore, names: Sequence[str]) -> BaseModel:
 def _prototype(core: HubCore, name: str, model: BaseModel) -> torch.Tensor | None:
     from adapterhub.route.prototype import embed_examples
 
-    found = _examples_file(core, name)
+    found = stored_examples(core, name)
     if found is None:
         return None
     key = f"{found[0]}:{model.base_model_id}"[:255]
@@ -238,7 +222,7 @@ def _learned_router(core: HubCore, names: list[str], model: BaseModel) -> Any:
     """The linear router over these adapters' examples, fitted once per inventory (cached)."""
     from adapterhub.route.learned import LearnedRouter
 
-    sources = [(n, (_examples_file(core, n) or ("", 0))[0]) for n in names]
+    sources = [(n, (stored_examples(core, n) or ("", 0))[0]) for n in names]
     key = hashlib.sha256(json.dumps([sources, model.base_model_id]).encode()).hexdigest()
     _prototypes(core, names, model)  # refuses adapters without examples, with the usual message
 
@@ -246,7 +230,7 @@ def _learned_router(core: HubCore, names: list[str], model: BaseModel) -> Any:
         fitted = LearnedRouter.fit({n: model.encode(examples_of(core, n)) for n in names})
         return {"weight": fitted.weight, "bias": fitted.bias}
 
-    source = (_examples_file(core, names[0]) or (key, 0))[0]  # pruned with its first adapter's examples
+    source = (stored_examples(core, names[0]) or (key, 0))[0]  # pruned with its first adapter's examples
     state = _cached(core, "route.learned", key, source, fit)
     return LearnedRouter(names, state["weight"], state["bias"])
 

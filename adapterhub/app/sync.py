@@ -8,7 +8,8 @@ from typing import Any
 
 from adapterhub.app.cards import card_description, card_metrics, read_card
 from adapterhub.app.core import HubCore
-from adapterhub.app.ingest import export, received_weights, store_new, store_revision
+from adapterhub.app.examples import EXAMPLES_FILE, read_examples_file
+from adapterhub.app.ingest import ExtraFile, export, received_weights, store_new, store_revision
 from adapterhub.errors import AdapterExistsError
 from adapterhub.hubformat import README_NAME, render_card
 from adapterhub.lora import CONFIG_NAME, WEIGHTS_NAME, AdapterConfig
@@ -91,7 +92,7 @@ def pull(
             return existing
     # Download by the name asked for (so the cache records that ref for offline pulls later);
     # if the head moved since `resolve`, describe the commit that was actually downloaded.
-    folder = client.download(repo_id, revision or "main", commit=remote.sha)
+    folder = client.download(repo_id, revision or "main", commit=remote.sha, extra=[EXAMPLES_FILE])
     if folder.name != remote.sha and not client.offline:
         remote = client.resolve(repo_id, folder.name)
         if existing is not None and _has_revision(core, name, remote.sha):
@@ -110,6 +111,8 @@ def pull(
         what=f"{WEIGHTS_NAME} of {repo_id}@{remote.sha[:12]}",
     ) as weights:
         card = read_card(folder / README_NAME, adapter, file_sha256=weights.file_sha256)
+        found = read_examples_file(folder, None)  # the adapter's example inputs, if the repo has them
+        files = [ExtraFile(EXAMPLES_FILE, found[1], found[2], found[0])] if found is not None else []
         if existing is None:
             return store_new(
                 core,
@@ -118,6 +121,7 @@ def pull(
                 about=card_description(card),
                 lineage=card.lineage,
                 metrics=card_metrics(card),
+                files=files,
                 weights=weights,
                 operation="pull",
                 source=repo_id,
@@ -130,6 +134,7 @@ def pull(
             adapter,
             message=f"pull {repo_id}@{remote.sha}",
             about=card_description(card) if card.has_adapterhub_section else None,
+            files=files,
             weights=weights,
             source_revision=remote.sha,
             source_repo=repo_id,

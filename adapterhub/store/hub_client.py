@@ -9,7 +9,7 @@ whose message says what to do. ``huggingface_hub`` itself is imported only when 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -173,11 +173,14 @@ class HubClient:
         lfs = {s.rfilename: s.lfs.sha256 for s in (info.siblings or []) if s.lfs is not None}
         return RemoteRevision(repo_id, info.sha, lfs, tuple(s.rfilename for s in info.siblings or []))
 
-    def download(self, repo_id: str, revision: str, *, commit: str | None = None) -> Path:
+    def download(
+        self, repo_id: str, revision: str, *, commit: str | None = None, extra: Sequence[str] = ()
+    ) -> Path:
         """Download (or find in the cache) an adapter's files at ``revision``; returns the folder.
 
-        Only ``adapter_config.json``, ``adapter_model.safetensors`` and ``README.md`` are fetched: a
-        pickled ``adapter_model.bin`` is never downloaded, let alone loaded.
+        Only ``adapter_config.json``, ``adapter_model.safetensors``, ``README.md`` and the small
+        ``extra`` files (each optional) are fetched: a pickled ``adapter_model.bin`` is never
+        downloaded, let alone loaded.
 
         Online, the weights are downloaded by the name asked for (so the cache records that ref
         for offline pulls later), and the two small files at the same time, pinned to ``commit``
@@ -188,7 +191,10 @@ class HubClient:
         snapshot through that ref.
         """
         with self._session(repo_id, revision):
-            folder = self._snapshot(repo_id, revision) if self.offline else self._fetch(repo_id, revision, commit)
+            if self.offline:
+                folder = self._snapshot(repo_id, revision, extra)
+            else:
+                folder = self._fetch(repo_id, revision, commit, extra)
         if not (folder / WEIGHTS_NAME).is_file():
             raise HubError(
                 f"'{repo_id}' has no {WEIGHTS_NAME}; adapterhub imports safetensors weights only and never "
@@ -198,7 +204,7 @@ class HubClient:
             raise HubError(f"'{repo_id}' has no {CONFIG_NAME}; is it a PEFT adapter repo?")
         return folder
 
-    def _snapshot(self, repo_id: str, revision: str) -> Path:
+    def _snapshot(self, repo_id: str, revision: str, extra: Sequence[str] = ()) -> Path:
         from huggingface_hub import snapshot_download
 
         path = snapshot_download(
@@ -208,11 +214,11 @@ class HubClient:
             token=self.token,
             cache_dir=self.cache_dir,
             local_files_only=self.offline,
-            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, README_NAME],
+            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, README_NAME, *extra],
         )
         return Path(path)
 
-    def _fetch(self, repo_id: str, revision: str, commit: str | None) -> Path:
+    def _fetch(self, repo_id: str, revision: str, commit: str | None, extra: Sequence[str] = ()) -> Path:
         """The weights at ``revision`` and, alongside, the small files at ``commit``; see ``download``."""
         from huggingface_hub import hf_hub_download
         from huggingface_hub import errors as hf
@@ -227,7 +233,7 @@ class HubClient:
             except missing:
                 pass  # a repo without a card, or without a config (reported by ``download``)
 
-        small = (CONFIG_NAME, README_NAME)
+        small = (CONFIG_NAME, README_NAME, *extra)
         with ThreadPoolExecutor(max_workers=len(small), thread_name_prefix="hub-small") as pool:
             early = [pool.submit(get, name, commit) for name in small] if commit else []
             try:
@@ -236,7 +242,7 @@ class HubClient:
                     cache_dir=self.cache_dir,
                 )
             except missing:
-                return self._snapshot(repo_id, revision)  # no weights: let ``download`` say so
+                return self._snapshot(repo_id, revision, extra)  # no weights: let ``download`` say so
             for future in early:
                 future.result()
         folder = Path(weights).parent

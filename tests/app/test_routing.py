@@ -33,7 +33,7 @@ def _artifacts(hub: AdapterHub) -> list[tuple[str, str]]:
 
 
 def test_add_keeps_the_folders_examples_and_routing_stores_one_prototype_each(hub):
-    from adapterhub.app.routing import examples_of
+    from adapterhub.app.examples import examples_of
 
     expected = [json.loads(line)["text"] for line in (library_dir() / "wn_pos" / "adapterhub_examples.jsonl").read_text().splitlines()]
     assert examples_of(hub, "lib/wn_pos") == expected and 1 <= len(expected) <= 32
@@ -141,7 +141,7 @@ def test_add_refuses_a_bad_examples_file_and_stores_nothing(home, cli, tmp_path)
 
 
 def test_export_writes_the_examples_and_add_of_the_export_keeps_them(hub, tmp_path):
-    from adapterhub.app.routing import examples_of
+    from adapterhub.app.examples import examples_of
 
     folder = hub.export("lib/wn_pos", tmp_path / "out")
     assert (folder / "adapterhub_examples.jsonl").read_bytes() == (library_dir() / "wn_pos" / "adapterhub_examples.jsonl").read_bytes()

@@ -51,7 +51,9 @@ def homes(live, tmp_path_factory):
     """Home A with two parents and a merged child (lineage + metrics), pushed; home B pulled them."""
     root = tmp_path_factory.mktemp("homes")
     a, b = AdapterHub(root / "A"), AdapterHub(root / "B")
-    p1 = a.add(write_random_adapter(root / "p1", seed=1), "acme/p1", task="sql", tags=["x", "y"], description="one")
+    folder = write_random_adapter(root / "p1", seed=1)
+    (folder / "adapterhub_examples.jsonl").write_text('{"text": "select all rows"}\n{"text": "count users"}\n')
+    p1 = a.add(folder, "acme/p1", task="sql", tags=["x", "y"], description="one")
     p2 = a.add(write_random_adapter(root / "p2", seed=2), "acme/p2", task="chat")
     a.add_adapter(
         random_adapter(3),
@@ -83,6 +85,15 @@ def test_pull_into_a_second_home_gives_identical_digests_and_lineage(live, homes
         assert pulled[name].source_revision == pushed[name]["revision"] == live.hub.get(name).revision
     assert b.lineage("acme/child") == a.lineage("acme/child")
     assert b.verify() == {"missing": [], "corrupt": []}
+
+
+def test_push_and_pull_carry_the_example_inputs(live, homes):
+    from adapterhub.app.examples import examples_of
+
+    a, b, _, _ = homes
+    assert examples_of(a, "acme/p1") == ["select all rows", "count users"]
+    assert examples_of(live.hub, "acme/p1") == examples_of(b, "acme/p1") == examples_of(a, "acme/p1")
+    assert examples_of(b, "acme/p2") == []  # none pushed, none pulled
 
 
 def test_pushed_model_card(live, homes, tmp_path):
