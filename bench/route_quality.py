@@ -50,20 +50,23 @@ def render_markdown(r: Mapping[str, Any]) -> str:
     out += ["", "Accuracy (%) is the mean over tasks of per-task accuracy; `SE` is its standard error (binomial, "
             "tasks independent); routing accuracy = share of queries whose top-1 adapter is their own task's.", ""]
     out += ["## (a) Text only", ""]
-    head = "| setting | accuracy | SE | routing acc. | " + " | ".join(SHORT.get(n, n) for n in names) + " |"
-    out += [head, "|" + "---|" * (4 + len(names))]
+    head = ("| setting | accuracy | SE | vs uniform 1/sqrt(n) (paired SE) | routing acc. | "
+            + " | ".join(SHORT.get(n, n) for n in names) + " |")
+    out += [head, "|" + "---|" * (5 + len(names))]
     for label, row in rows.items():
         ra = row.get("routing_accuracy")
         cells = " | ".join(_pct(row["per_task"][n]["accuracy"]) for n in names)
         bold = label.startswith(("hedged", "boosted"))
         name = f"**{label}**" if bold else label
-        out.append(f"| {name} | {_pct(row['mean'])} | {_pct(row['mean_stderr'])} | "
+        vs = row.get("vs_uniform")
+        vs_cell = "" if not vs else f"{100 * vs['diff']:+.1f} ± {_pct(vs['se'])}"
+        out.append(f"| {name} | {_pct(row['mean'])} | {_pct(row['mean_stderr'])} | {vs_cell} | "
                    f"{'' if ra is None else _pct(ra)} | {cells} |")
     best = r.get("best_merge")
     if best:
         cells = " | ".join(_pct(best["per_task"][n]) for n in names)
         out.append(f"| best all-task merge: {best['label']} w={best['weights']} k={best['k']} (full test split) | "
-                   f"{_pct(best['mean'])} | | | {cells} |")
+                   f"{_pct(best['mean'])} | | | | {cells} |")
     hedge = r["hedge"]
     sizes = next((row.get("set_sizes") for k, row in rows.items() if k.startswith("hedged")), None) or {}
     grid = ", ".join(f"{g['mass']:g}: {_pct(g['validation_mean'])}" for g in hedge["grid"])
@@ -113,11 +116,16 @@ def findings(r: Mapping[str, Any], unseen_means: Mapping[str, float]) -> list[st
     errors = [(i, j, c) for i, line in enumerate(conf) for j, c in enumerate(line) if i != j]
     gloss = {i for i, n in enumerate(names) if n.startswith("wn_")}
     inside = sum(c for i, j, c in errors if i in gloss and j in gloss) / max(1, sum(c for _, _, c in errors))
+    vs = best.get("vs_uniform") or {"diff": float("nan"), "se": float("nan")}
     text = [
-        f"- Oracle {_pct(oracle)}, uniform 1/sqrt(n) mixture {_pct(uni)}, zero-shot {_pct(rows['zero-shot']['mean'])}. "
-        f"The goal (half the uniform-to-oracle gap) is {_pct(goal)}; the best text-only router here, "
-        f"*{best_label}*, reaches {_pct(best['mean'])} ± {_pct(best['mean_stderr'])}: the goal is "
-        f"**{'met' if best['mean'] >= goal else 'not met'}**.",
+        f"- On this stream: oracle {_pct(oracle)}, uniform 1/sqrt(n) mixture {_pct(uni)}, zero-shot "
+        f"{_pct(rows['zero-shot']['mean'])} (the issue's own draw of 150 per task had 86.0 / 79.7 / 63.9; this "
+        f"draw is easier for every setting). The best text-only router, *{best_label}*, reaches "
+        f"{_pct(best['mean'])} ± {_pct(best['mean_stderr'])}, {100 * vs['diff']:+.1f} ± {_pct(vs['se'])} over the "
+        f"uniform mixture on the same queries (paired). It passes the issue's absolute mark of 83 "
+        f"(**{'yes' if best['mean'] >= 0.83 else 'no'}**), but the goal as the issue defines it, half the "
+        f"uniform-to-oracle gap ({_pct(goal)} here), is **{'met' if best['mean'] >= goal else 'not met'}**: it "
+        f"closes {100 * (best['mean'] - uni) / (oracle - uni):.0f}% of the gap.",
         "- Why text-only routing is capped on this bed: five of the seven tasks take WordNet glosses, so a noun "
         "gloss may be a noun-supersense, a part-of-speech or an animal-class query, a verb gloss a verb-supersense "
         "or a part-of-speech one, an adjective gloss an adjective-kind or a part-of-speech one; and English chat "
@@ -144,12 +152,21 @@ def findings(r: Mapping[str, Any], unseen_means: Mapping[str, float]) -> list[st
             + ", ".join(f"{_pct(v['routing_accuracy'])}%" for k, v in arrow if "routing_accuracy" in v)
             + " of queries."
         )
+    unseen = r["unseen"]
+    cols = [c for c in unseen_means if c not in ("zero-shot", "uniform 1/sqrt(n) of the rest")]
+    wins = {c: [t for t, row in unseen.items() if row[c]["accuracy"] > max(
+        row["zero-shot"]["accuracy"], row["uniform 1/sqrt(n) of the rest"]["accuracy"])] for c in cols}
     text.append(
-        f"- Unseen tasks (mean over held-out tasks): zero-shot {_pct(unseen_means['zero-shot'])}, uniform merge of "
-        f"the rest {_pct(unseen_means['uniform 1/sqrt(n) of the rest'])}, prototype top-3 "
-        f"{_pct(next(v for k, v in unseen_means.items() if k.startswith('prototype top-3')))}, prototype top-1 "
-        f"{_pct(unseen_means['prototype top-1'])}. Routing to a neighbouring task's adapter helps when that "
-        "task shares the label semantics (per-row table) and hurts when it only shares the input form."
+        f"- Unseen tasks (mean over {len(unseen)} held-out tasks): zero-shot {_pct(unseen_means['zero-shot'])}, "
+        f"uniform merge of the rest {_pct(unseen_means['uniform 1/sqrt(n) of the rest'])}, "
+        + ", ".join(f"{c} {_pct(unseen_means[c])}" for c in cols)
+        + ". Routing beats both zero-shot and the uniform merge of the rest on "
+        + "; ".join(f"{len(wins[c])}/{len(unseen)} tasks with {c}" + (f" ({', '.join(wins[c])})" if wins[c] else "")
+                    for c in cols)
+        + ", mostly within one SE. So on this bed routing does not transfer to an unseen task: the nearest "
+        "adapter by input (a noun-supersense query sent to the animal-class adapter, a verb-supersense query to "
+        "the part-of-speech adapter) was trained for other labels, and its update pulls the embedding towards "
+        "those labels' distinctions, not the new task's. Arrow, data-free and made for this setting, is no better here."
     )
     return text
 

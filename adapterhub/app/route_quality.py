@@ -207,6 +207,19 @@ def summarise(results: Mapping[str, Any], owners: Mapping[str, int] | None = Non
     return row
 
 
+def paired_difference(a: Mapping[str, Any], b: Mapping[str, Any], bed: Bed, split: str) -> dict[str, float]:
+    """Mean over tasks of accuracy(a) - accuracy(b) and its paired standard error (same queries in both:
+    the per-query differences' variance, so shared difficulty cancels)."""
+    diffs, var = [], 0.0
+    for task in a:
+        labels = torch.tensor(held_out_stream([task], split, bed.per_task)[task].label_ids(split))
+        d = (torch.tensor(a[task].predictions) == labels).float() - (torch.tensor(b[task].predictions) == labels).float()
+        diffs.append(float(d.mean()))
+        var += float(d.var(unbiased=True)) / d.numel() if d.numel() > 1 else 0.0
+    k = len(diffs)
+    return {"diff": sum(diffs) / k, "se": math.sqrt(var) / k}
+
+
 def _best_merge(path: Path) -> dict[str, Any] | None:
     """The all-task merge with the highest normalised accuracy in ``docs/merge_quality.json``."""
     if not path.is_file():
@@ -303,7 +316,8 @@ def _text_only(bed: Bed, hedge: Mapping[str, Any], say: ProgressFn) -> dict[str,
     oracle_res = bed.evaluate(split, oracle)
     rows["oracle (own adapter)"] = summarise(oracle_res)
     rows["oracle (own adapter)"]["predictions"] = {t: list(r.predictions) for t, r in oracle_res.items()}
-    rows["uniform 1/sqrt(n)"] = summarise(bed.evaluate(split, static(torch.full((n,), 1 / math.sqrt(n)))))
+    uni_res = bed.evaluate(split, static(torch.full((n,), 1 / math.sqrt(n))))
+    rows["uniform 1/sqrt(n)"] = summarise(uni_res)
     rows["uniform 1/n"] = summarise(bed.evaluate(split, static(torch.full((n,), 1 / n))))
     say("baselines done")
     confusion = {}
@@ -317,11 +331,14 @@ def _text_only(bed: Bed, hedge: Mapping[str, Any], say: ProgressFn) -> dict[str,
         for k in (1, 3):
             w = _route_all(bed, split, lambda e, k=k: route(e, top_k=k, temperature=temp))  # noqa: B023
             label = f"{name} top-{k}" + (f" (T={temp:g})" if k > 1 else "")
-            rows[label] = summarise(bed.evaluate(split, w), owners, top1)
+            res = bed.evaluate(split, w)
+            rows[label] = summarise(res, owners, top1)
+            rows[label]["vs_uniform"] = paired_difference(res, uni_res, bed, split)
             say(f"{label}: {rows[label]['mean']:.3f}")
     for k in (1, 3):
         label = f"arrow top-{k} (T={ARROW_TEMPERATURE:g}, per token)"
-        rows[label], arrow_top1 = _arrow(bed, split, k)
+        rows[label], arrow_top1, arrow_res = _arrow(bed, split, k)
+        rows[label]["vs_uniform"] = paired_difference(arrow_res, uni_res, bed, split)
         if k == 3:
             confusion["arrow"] = _confusion(bed.names, arrow_top1)
         say(f"{label}: {rows[label]['mean']:.3f}")
@@ -329,46 +346,60 @@ def _text_only(bed: Bed, hedge: Mapping[str, Any], say: ProgressFn) -> dict[str,
     top1 = {t: p.argmax(dim=1) for t, p in probs.items()}
     label = f"hedged learned (smallest set with posterior mass >= {hedge['mass']:g}, 1/sqrt(m) each)"
     w = {t: nucleus_weights(p, hedge["mass"]) for t, p in probs.items()}
-    rows[label] = summarise(bed.evaluate(split, w), owners, top1)
+    res = bed.evaluate(split, w)
+    rows[label] = summarise(res, owners, top1)
+    rows[label]["vs_uniform"] = paired_difference(res, uni_res, bed, split)
     sizes = torch.cat([(x > 0).sum(dim=1) for x in w.values()])
     rows[label]["set_sizes"] = {int(k): int((sizes == k).sum()) for k in sizes.unique()}
     say(f"{label}: {rows[label]['mean']:.3f}")
     label = f"boosted learned (uniform 1/sqrt(n) + {hedge['boost']:g} on the top-1)"
     w = {t: boosted_weights(p, hedge["boost"]) for t, p in probs.items()}
-    rows[label] = summarise(bed.evaluate(split, w), owners, top1)
+    res = bed.evaluate(split, w)
+    rows[label] = summarise(res, owners, top1)
+    rows[label]["vs_uniform"] = paired_difference(res, uni_res, bed, split)
     say(f"{label}: {rows[label]['mean']:.3f}")
     return {"rows": rows, "confusion": confusion}
 
 
-def _arrow(bed: Bed, split: str, top_k: int) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Arrow in the similarity protocol: texts and label descriptions embedded with Arrow attached.
+def _arrow_task(
+    bed: Bed, split: str, task: str, names: Sequence[str], top_k: int, summary: bool
+) -> tuple[_Result, torch.Tensor | None]:
+    """Arrow in the similarity protocol on one task: texts and label descriptions embedded with Arrow
+    attached over the ``names`` adapters, each text routing itself per token and layer.
 
-    Routing accuracy reads the argmax of each query's Arrow weights averaged over layers and tokens
+    With ``summary``, also the argmax of each query's Arrow weights averaged over layers and tokens
     (``arrow_weights_summary``), the closest per-query notion of "the adapter Arrow picked".
     """
     from adapterhub.eval.evaluate import score, similarity_predictions
-    from adapterhub.route.arrow import arrow_attached, arrow_weights_summary
+    from adapterhub.route.arrow import arrow_attached, arrow_prototypes, arrow_weights_summary
 
     if bed.arrow_protos is None:
-        from adapterhub.route.arrow import arrow_prototypes
-
         bed.arrow_protos = [arrow_prototypes(a) for a in bed.adapters]
+    idx = [bed.names.index(n) for n in names]
+    adapters, protos = [bed.adapters[i] for i in idx], [bed.arrow_protos[i] for i in idx]
+    sub = held_out_stream([task], split, bed.per_task)[task]
+    texts = sub.texts(split)
+    with arrow_attached(bed.model.model, adapters, protos, top_k=top_k, temperature=ARROW_TEMPERATURE):
+        preds = similarity_predictions(bed.model.encode(texts), bed.model.encode(sub.label_descriptions))
+    pred_list = [int(p) for p in preds]
+    s = score(pred_list, sub.label_ids(split), sub.label_names)
+    result = _Result(task, len(pred_list), s["accuracy"], s["accuracy_stderr"], tuple(pred_list))
+    top1 = None
+    if summary:
+        top1 = arrow_weights_summary(bed.model, adapters, texts, protos, top_k=top_k,
+                                     temperature=ARROW_TEMPERATURE).argmax(dim=1)
+    return result, top1
+
+
+def _arrow(bed: Bed, split: str, top_k: int) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+    """Arrow over the whole library on every task of the stream (routing accuracy for top-3 only)."""
     results, top1 = {}, {}
-    for i, task in enumerate(bed.names):
-        sub = held_out_stream([task], split, bed.per_task)[task]
-        texts = sub.texts(split)
-        with arrow_attached(bed.model.model, bed.adapters, bed.arrow_protos, top_k=top_k,
-                            temperature=ARROW_TEMPERATURE):
-            preds = similarity_predictions(bed.model.encode(texts), bed.model.encode(sub.label_descriptions))
-        pred_list = [int(p) for p in preds]
-        s = score(pred_list, sub.label_ids(split), sub.label_names)
-        results[task] = _Result(task, len(pred_list), s["accuracy"], s["accuracy_stderr"], tuple(pred_list))
-        if top_k == 3:
-            summary = arrow_weights_summary(bed.model, bed.adapters, texts, bed.arrow_protos, top_k=top_k,
-                                            temperature=ARROW_TEMPERATURE)
-            top1[task] = summary.argmax(dim=1)
+    for task in bed.names:
+        results[task], t1 = _arrow_task(bed, split, task, bed.names, top_k, summary=top_k == 3)
+        if t1 is not None:
+            top1[task] = t1
     owners = {t: i for i, t in enumerate(bed.names)}
-    return summarise(results, owners if top1 else None, top1 or None), top1
+    return summarise(results, owners if top1 else None, top1 or None), top1, results
 
 
 @dataclass(frozen=True)
@@ -401,7 +432,8 @@ def _label_set(bed: Bed, text_only: Mapping[str, Any], say: ProgressFn) -> dict[
 
 
 def _unseen(bed: Bed, tasks: Sequence[str], say: ProgressFn) -> dict[str, Any]:
-    """Each task routed over the adapters of the other tasks (prototype top-3; uniform; zero-shot)."""
+    """Each task routed over the adapters of the other tasks (prototype top-3/top-1, Arrow top-3; uniform;
+    zero-shot)."""
     from adapterhub.route.prototype import PrototypeRouter
 
     split, out = "test", {}
@@ -420,6 +452,9 @@ def _unseen(bed: Bed, tasks: Sequence[str], say: ProgressFn) -> dict[str, Any]:
         for label, (w, names) in settings.items():
             r = bed.evaluate(split, {task: w}, names)[task]
             row[label] = {"accuracy": r.accuracy, "stderr": r.accuracy_stderr, "n": r.n}
+        r, _ = _arrow_task(bed, split, task, rest, 3, summary=False)
+        row[f"arrow top-3 (T={ARROW_TEMPERATURE:g}, per token)"] = {
+            "accuracy": r.accuracy, "stderr": r.accuracy_stderr, "n": r.n}
         top = router.scores(emb).argmax(dim=1)
         row["routed_to"] = {rest[i]: int((top == i).sum()) for i in range(len(rest)) if int((top == i).sum())}
         out[task] = row
