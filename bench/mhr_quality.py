@@ -7,7 +7,7 @@ and steps are chosen on a validation subset with seed 0's shots, test accuracy i
 mean ± SE over seeds.
 
 Run in the background with a log and a deliberate thread count (other processes share the cores);
-three single-thread processes, one per held-out task, take about 17 minutes on a shared 2-core box:
+three single-thread processes, one per held-out task, take 10-17 minutes on a shared 2-core box:
     nohup .venv/bin/python bench/mhr_quality.py --jobs 3 --threads 1 > /tmp/mhr.log 2>&1 &
     .venv/bin/python bench/mhr_quality.py --quick --out /tmp/mhr      # one task, one seed, a few minutes
 """
