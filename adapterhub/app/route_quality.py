@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from adapterhub.errors import InvalidParameterError
+from adapterhub.route.learned import boosted_weights, nucleus_weights
 from adapterhub.tasks import Task, load_task
 from adapterhub.threads import torch_threads
 
@@ -102,33 +103,6 @@ def label_set_weights(label_sets: Sequence[Sequence[str]], inventory: Mapping[st
             )
         w[q, hits[0]] = 1.0
     return w
-
-
-def nucleus_weights(probs: torch.Tensor, mass: float) -> torch.Tensor:
-    """The hedged router's mixture: the smallest set of adapters whose posterior mass reaches ``mass``,
-    each at weight 1/sqrt(m) for a set of m.
-
-    ``mass`` = 0 is top-1 routing, ``mass`` = 1 the uniform 1/sqrt(n) mixture of all adapters; in
-    between, a query the router is sure of gets its adapter whole, and an ambiguous one (a gloss that
-    three WordNet tasks could be asking about) an even mixture of the plausible adapters only. Even
-    1/sqrt(m) weights because that is what the merge study found best for a static mixture: a wrong
-    adapter at full weight hurts, a 1/m share dilutes the right one.
-    """
-    ordered, index = probs.sort(dim=1, descending=True)
-    m = ((ordered.cumsum(dim=1) < mass).sum(dim=1) + 1).clamp(max=probs.shape[1])
-    keep = torch.arange(probs.shape[1]).expand_as(probs) < m[:, None]
-    even = keep.float() / m[:, None].float().sqrt()
-    return torch.zeros_like(probs).scatter(1, index, even)
-
-
-def boosted_weights(probs: torch.Tensor, boost: float) -> torch.Tensor:
-    """The uniform 1/sqrt(n) mixture of every adapter plus ``boost`` on the router's top-1.
-
-    The uniform mixture is the strongest label-free baseline; a misrouted query keeps it (the right
-    adapter is still in the mix), a well-routed one gets its own adapter amplified.
-    """
-    n = probs.shape[1]
-    return torch.full_like(probs, 1 / math.sqrt(n)) + boost * torch.nn.functional.one_hot(probs.argmax(dim=1), n)
 
 
 class Bed:

@@ -12,6 +12,12 @@ deterministic: the same examples give the same weights on every run. The state
 ``from_state``). Removing an adapter drops its row (the remaining logits still rank the remaining
 adapters); adding one refits from the stored example embeddings, which takes milliseconds.
 
+On the shipped bed a single routed adapter is worse than the uniform mixture of all of them (a
+wrong adapter hurts more than a diluted right one), so two hedged mixtures of the posterior live
+here too: ``nucleus_weights`` (``LearnedRouter.route_hedged``: the adapters that hold ``mass`` of
+the posterior, 1/sqrt(m) each) and ``boosted_weights`` (uniform plus extra weight on the top-1).
+See docs/routing.md.
+
 Example:
     >>> router = LearnedRouter.fit({name: model.encode(read_examples(path)) for name, path in ...})
     >>> router.route(model.encode(["a query"]), top_k=1)
@@ -19,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -28,7 +35,7 @@ from adapterhub.errors import InvalidParameterError
 from adapterhub.route.base import check_route_params, top_k_softmax
 from adapterhub.route.prototype import check_query_embeddings
 
-__all__ = ["DEFAULT_L2", "LearnedRouter", "fit_logistic"]
+__all__ = ["DEFAULT_L2", "LearnedRouter", "boosted_weights", "fit_logistic", "nucleus_weights"]
 
 DEFAULT_L2 = 1e-3
 """L2 penalty on the weights (mean loss + l2 * ||W||^2): keeps 32-example classes from overfitting."""
@@ -57,6 +64,33 @@ def fit_logistic(
     with torch.enable_grad():
         opt.step(closure)
     return weight.detach(), bias.detach()
+
+
+def nucleus_weights(probs: torch.Tensor, mass: float) -> torch.Tensor:
+    """The hedged router's mixture: the smallest set of adapters whose posterior mass reaches ``mass``,
+    each at weight 1/sqrt(m) for a set of m.
+
+    ``mass`` = 0 is top-1 routing, ``mass`` = 1 the uniform 1/sqrt(n) mixture of all adapters; in
+    between, a query the router is sure of gets its adapter whole, and an ambiguous one (a gloss that
+    three WordNet tasks could be asking about) an even mixture of the plausible adapters only. Even
+    1/sqrt(m) weights because that is what the merge study found best for a static mixture: a wrong
+    adapter at full weight hurts, a 1/m share dilutes the right one.
+    """
+    ordered, index = probs.sort(dim=1, descending=True)
+    m = ((ordered.cumsum(dim=1) < mass).sum(dim=1) + 1).clamp(max=probs.shape[1])
+    keep = torch.arange(probs.shape[1]).expand_as(probs) < m[:, None]
+    even = keep.float() / m[:, None].float().sqrt()
+    return torch.zeros_like(probs).scatter(1, index, even)
+
+
+def boosted_weights(probs: torch.Tensor, boost: float) -> torch.Tensor:
+    """The uniform 1/sqrt(n) mixture of every adapter plus ``boost`` on the router's top-1.
+
+    The uniform mixture is the strongest label-free baseline; a misrouted query keeps it (the right
+    adapter is still in the mix), a well-routed one gets its own adapter amplified.
+    """
+    n = probs.shape[1]
+    return torch.full_like(probs, 1 / math.sqrt(n)) + boost * torch.nn.functional.one_hot(probs.argmax(dim=1), n)
 
 
 class LearnedRouter:
@@ -154,3 +188,14 @@ class LearnedRouter:
         """
         check_route_params(top_k, temperature, len(self.names))
         return top_k_softmax(self.logits(query_embeddings), top_k, temperature)
+
+    def route_hedged(self, query_embeddings: torch.Tensor, mass: float = 0.8) -> torch.Tensor:
+        """``nucleus_weights`` of the posterior: the best text-only setting on the shipped bed
+        (docs/routing.md, mass 0.8 chosen on validation). Rows sum to sqrt(m), not 1.
+
+        Raises:
+            InvalidParameterError: ``mass`` outside [0, 1] or malformed embeddings.
+        """
+        if not 0.0 <= mass <= 1.0:
+            raise InvalidParameterError(f"mass must be between 0 and 1, got {mass!r}")
+        return nucleus_weights(self.probabilities(query_embeddings), mass)

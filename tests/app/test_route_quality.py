@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from adapterhub.app.route_quality import held_out_stream, label_set_weights, nucleus_weights
+from adapterhub.app.route_quality import held_out_stream, label_set_weights
+from adapterhub.route.learned import nucleus_weights
 from adapterhub.errors import InvalidParameterError
 from adapterhub.eval.evaluate import evaluate
 from adapterhub.models.base import tiny_random_bert

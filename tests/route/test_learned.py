@@ -57,3 +57,14 @@ def test_without_drops_one_row_and_keeps_the_rest() -> None:
 def test_bad_input_is_refused(call, message: str) -> None:
     with pytest.raises(InvalidParameterError, match=message):
         call()
+
+
+def test_route_hedged_commits_when_sure_and_mixes_when_not() -> None:
+    import math
+
+    router = LearnedRouter.fit(_examples())
+    queries = torch.cat([e[:2] for e in _examples().values()])
+    assert torch.equal(router.route_hedged(queries, 0.0), router.route(queries, top_k=1))
+    assert torch.allclose(router.route_hedged(queries, 1.0), torch.full((6, 3), 1 / math.sqrt(3)))
+    with pytest.raises(InvalidParameterError, match="mass"):
+        router.route_hedged(queries, 1.5)
