@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 __all__ = ["EXAMPLES_FILE", "ROUTERS", "RouteDecision", "examples_of", "route"]
 
 MAX_QUERIES = 1024  # per call: a batch file, or a POST body
-ROUTERS: tuple[str, ...] = ("prototype", "learned", "arrow")
+ROUTERS: tuple[str, ...] = ("prototype", "learned", "hedged", "arrow")
+HEDGE_MASS = 0.8  # the hedged router's probability mass, chosen on validation (docs/routing.md)
 
 
 @dataclass(frozen=True)
@@ -213,9 +214,10 @@ def _weights(
         from adapterhub.route.prototype import PrototypeRouter
 
         return PrototypeRouter(prototypes).route(emb, top_k=top_k, temperature=temperature)
-    from adapterhub.route.learned import LearnedRouter
-
-    return _learned_router(core, names, model).route(emb, top_k=top_k, temperature=temperature)
+    learned = _learned_router(core, names, model)
+    if router == "hedged":  # weights 1/sqrt(m) on the adapters holding 80% of the posterior
+        return learned.route_hedged(emb, mass=HEDGE_MASS)
+    return learned.route(emb, top_k=top_k, temperature=temperature)
 
 
 def _learned_router(core: HubCore, names: list[str], model: BaseModel) -> Any:
@@ -253,7 +255,10 @@ def route(
     Args:
         queries: one text or a list (at most 1,024, each at most 4,096 characters).
         router: ``prototype`` (cosine to each adapter's example prototype), ``learned`` (a linear
-            classifier on the same examples) or ``arrow`` (data-free, from the adapters' weights).
+            classifier on the same examples), ``hedged`` (the learned posterior's smallest set of
+            adapters holding 80% of it, each at 1/sqrt(m): the best text-only router on the bed,
+            docs/routing.md; ``top_k`` and ``temperature`` do not apply, and weights sum to
+            sqrt(m), not 1) or ``arrow`` (data-free, from the adapters' weights).
         top_k, temperature: how many adapters each query mixes, and the softmax temperature.
         among: the inventory (default: every catalog adapter; all must share one base model).
         labels: the candidate labels of the query; a label set that is exactly one inventory

@@ -63,7 +63,7 @@ def route_query(
     query: Optional[str] = typer.Argument(None, metavar="QUERY", help="The text to route (or --file)."),
     file: Optional[Path] = typer.Option(None, "--file", help="Route every line of a file (JSON lines or text)."),
     labels: Optional[str] = typer.Option(None, "--labels", help="Candidate labels, comma-separated."),
-    router: str = typer.Option("prototype", "--router", help="prototype, learned or arrow."),
+    router: str = typer.Option("prototype", "--router", help="prototype, learned, hedged (best on text alone) or arrow."),
     top_k: int = typer.Option(3, "--top-k", help="How many adapters each query mixes."),
     temperature: float = typer.Option(1.0, "--temperature", help="Softmax temperature of the mixture."),
     among: Optional[list[str]] = typer.Option(None, "--among", help="Route among these adapters only (repeat)."),

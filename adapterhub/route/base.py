@@ -50,11 +50,13 @@ def parse_examples(data: bytes) -> list[str]:
         text = row.get("text") if isinstance(row, dict) else None
         if not isinstance(text, str) or not text.strip() or len(text) > MAX_QUERY_CHARS:
             raise InvalidParameterError(
-                f"{EXAMPLES_FILE} line {number} must be {{\"text\": \"...\"}} with 1-{MAX_QUERY_CHARS} characters"
+                f"{EXAMPLES_FILE} line {number} must be an object with a string \"text\" of 1-{MAX_QUERY_CHARS} characters"
             )
         texts.append(text)
     if len(texts) > MAX_EXAMPLES:
         raise InvalidParameterError(f"{EXAMPLES_FILE} holds {len(texts)} examples; at most {MAX_EXAMPLES} are kept")
+    if not texts:
+        raise InvalidParameterError(f"{EXAMPLES_FILE} holds no examples; give at least one {{\"text\": ...}} line")
     return texts
 
 

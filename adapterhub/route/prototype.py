@@ -26,8 +26,7 @@ Example:
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,7 +34,14 @@ import torch
 import torch.nn.functional as F
 
 from adapterhub.errors import InvalidParameterError
-from adapterhub.route.base import MAX_QUERY_CHARS, check_route_params, top_k_softmax
+from adapterhub.route.base import (
+    EXAMPLES_FILE,
+    MAX_EXAMPLES,
+    MAX_QUERY_CHARS,
+    check_route_params,
+    parse_examples,
+    top_k_softmax,
+)
 
 if TYPE_CHECKING:
     from adapterhub.models.base import BaseModel
@@ -44,13 +50,6 @@ __all__ = [
     "EXAMPLES_FILE", "MAX_EXAMPLES", "PrototypeRouter", "check_query_embeddings", "check_texts",
     "embed_examples", "parse_examples", "read_examples",
 ]
-
-EXAMPLES_FILE = "adapterhub_examples.jsonl"
-"""The file name of an adapter's stored example inputs (beside ``adapter_config.json``)."""
-
-MAX_EXAMPLES = 32
-"""The most example inputs an adapter stores (enough for a stable mean; small enough to ship)."""
-
 
 def check_texts(texts: Sequence[str], *, what: str = "example", limit: int | None = MAX_EXAMPLES) -> list[str]:
     """``texts`` as a list, refused if empty, too many, not strings, blank or over the length limit.
@@ -71,27 +70,6 @@ def check_texts(texts: Sequence[str], *, what: str = "example", limit: int | Non
     return items
 
 
-def parse_examples(lines: Iterable[str], *, source: str = "examples") -> list[str]:
-    """The texts of an ``adapterhub_examples.jsonl`` body (see the module docstring for the format).
-
-    Raises:
-        InvalidParameterError: a line that is not a JSON object with a string ``text``, or a list
-            that ``check_texts`` refuses.
-    """
-    texts: list[str] = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InvalidParameterError(f"{source} line {n} is not JSON: {e.msg}") from e
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-            raise InvalidParameterError(f'{source} line {n} must be an object with a string "text"')
-        texts.append(row["text"])
-    return check_texts(texts)
-
-
 def read_examples(path: str | Path) -> list[str]:
     """The example texts stored in an ``adapterhub_examples.jsonl`` file.
 
@@ -99,9 +77,7 @@ def read_examples(path: str | Path) -> list[str]:
         InvalidParameterError: malformed file (see ``parse_examples``).
         FileNotFoundError: no such file.
     """
-    path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        return parse_examples(f, source=str(path))
+    return parse_examples(Path(path).read_bytes())
 
 
 def embed_examples(base_model: BaseModel, texts: Sequence[str], *, batch_size: int = 32) -> torch.Tensor:

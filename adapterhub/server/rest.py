@@ -41,7 +41,7 @@ class RouteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     queries: list[str] = Field(..., min_length=1, max_length=256, description="Texts to route.")
-    router: str = Field("prototype", description="prototype, learned or arrow.")
+    router: str = Field("prototype", description="prototype, learned, hedged (best on text alone) or arrow.")
     top_k: int = Field(3, ge=1, le=64, description="How many adapters each query mixes.")
     temperature: float = Field(1.0, gt=0, le=1000, description="Softmax temperature of the mixture.")
     among: list[str] | None = Field(None, max_length=1000, description="The inventory (default: every readable adapter).")

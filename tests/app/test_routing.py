@@ -200,3 +200,9 @@ def test_mhr_over_a_private_adapter_is_private(hub):
     hub.train_mhr(task="wn_adj_kind", inventory=["lib/wn_pos", "lib/chat_topic"], name="acme/adj-private",
                   shots=4, steps=0)
     assert "acme/adj-private" in hub_catalog.private_repo_names(hub.catalog)
+
+
+def test_hedged_router_weighs_its_nucleus_by_one_over_sqrt_m(hub):
+    for decision in hub.route(["a small songbird", "hello there", "quickly"], router="hedged"):
+        m = len(decision.adapters)
+        assert 1 <= m <= 3 and all(abs(w - m**-0.5) < 1e-6 for _, w in decision.adapters)

@@ -76,13 +76,15 @@ def test_examples_file_format(tmp_path) -> None:
     path.write_text(json.dumps({"text": "a gloss"}) + "\n\n" + json.dumps({"text": "b", "label": 3}) + "\n")
     assert read_examples(path) == ["a gloss", "b"]
     with pytest.raises(InvalidParameterError, match="line 1"):
-        parse_examples(["not json"])
+        parse_examples(b"not json")
     with pytest.raises(InvalidParameterError, match="string"):
-        parse_examples(['{"txt": "x"}'])
+        parse_examples(b'{"txt": "x"}')
     with pytest.raises(InvalidParameterError, match="at most"):
-        parse_examples([json.dumps({"text": "x"})] * (MAX_EXAMPLES + 1))
+        parse_examples((json.dumps({"text": "x"}) + "\n").encode() * (MAX_EXAMPLES + 1))
     with pytest.raises(InvalidParameterError, match="at least one"):
-        parse_examples([])
+        parse_examples(b"")
+    with pytest.raises(InvalidParameterError, match="UTF-8"):
+        parse_examples(b"\xff\xfe")
 
 
 def test_embed_examples_is_the_renormalised_mean_of_unit_embeddings() -> None:
