@@ -158,9 +158,10 @@ ROUTE_TEMPERATURE = 0.05  # cosine scores live in [-1, 1]: a small temperature (
 
 
 def _route_and_score(hub: AdapterHub, names: list[str], tasks: list[str], per_task: int) -> dict[str, Any]:
-    """Route a mixed stream of unlabeled test queries (``per_task`` of each task) with the prototype
-    router over the imported adapters; score top-1 and top-3 mixtures beside each query's own
-    adapter (the oracle), and count how often top-1 picked the query's own adapter."""
+    """Route a mixed stream of unlabeled test queries (``per_task`` of each task) over the imported
+    adapters: the prototype router's top-1 and the hedged router's mixture (the best on text
+    alone, docs/routing.md), scored beside each query's own adapter (the oracle); and how often
+    top-1 picked the query's own adapter."""
     import torch
 
     from adapterhub.app.route_quality import held_out_stream
@@ -172,15 +173,15 @@ def _route_and_score(hub: AdapterHub, names: list[str], tasks: list[str], per_ta
     for own, task in enumerate(tasks):
         texts = stream[task].texts("test")
         row: dict[str, float] = {"oracle": evaluate(adapters[own], stream[task]).accuracy}
-        for k in (1, 3):
-            decisions = hub.route(texts, top_k=k, temperature=ROUTE_TEMPERATURE, among=names)
+        for key, router, k in (("top1", "prototype", 1), ("hedged", "hedged", 3)):
+            decisions = hub.route(texts, router=router, top_k=k, temperature=ROUTE_TEMPERATURE, among=names)
             w = torch.tensor([[dict(d.adapters).get(n, 0.0) for n in names] for d in decisions])
-            row[f"top{k}"] = evaluate(adapters, stream[task], weights=w).accuracy
-            if k == 1:
+            row[key] = evaluate(adapters, stream[task], weights=w).accuracy
+            if key == "top1":
                 row["routed_to_own"] = float((w.argmax(dim=1) == own).float().mean())
         rows[task] = row
-    mean = {key: sum(r[key] for r in rows.values()) / len(rows) for key in ("oracle", "top1", "top3", "routed_to_own")}
-    return {"per_task": per_task, "router": "prototype", "temperature": ROUTE_TEMPERATURE, "tasks": rows, "mean": mean}
+    mean = {key: sum(r[key] for r in rows.values()) / len(rows) for key in ("oracle", "top1", "hedged", "routed_to_own")}
+    return {"per_task": per_task, "routers": ["prototype", "hedged"], "tasks": rows, "mean": mean}
 
 
 def run_demo(
@@ -237,7 +238,7 @@ def run_demo(
                 f"{row['retained_gain']:.2f} (merge {row['merge_seconds']:.1f} s, eval {row['eval_seconds']:.1f} s)")
         routing = _route_and_score(hub, names, tasks, ROUTE_PER_TASK // 2 if quick else ROUTE_PER_TASK)
         say(f"routed {routing['per_task']} unlabeled test queries of each task: top-1 accuracy "
-            f"{routing['mean']['top1']:.3f}, top-3 mixture {routing['mean']['top3']:.3f}, own adapter "
+            f"{routing['mean']['top1']:.3f}, hedged mixture {routing['mean']['hedged']:.3f}, own adapter "
             f"{routing['mean']['oracle']:.3f} (own adapter picked {routing['mean']['routed_to_own']:.0%})")
     data: dict[str, Any] = {
         "home": str(home_path),

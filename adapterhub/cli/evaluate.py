@@ -257,12 +257,12 @@ def demo(
                 for t in tasks]
     print_table("test accuracy % per task", ["task", "zero-shot", "own", *slugs], per_task)
     routing = data["routing"]
-    route_rows = [[t, _pct(r["oracle"]), _pct(r["top1"]), _pct(r["top3"]), _pct(r["routed_to_own"])]
+    route_rows = [[t, _pct(r["oracle"]), _pct(r["top1"]), _pct(r["hedged"]), _pct(r["routed_to_own"])]
                   for t, r in routing["tasks"].items()]
     m = routing["mean"]
-    route_rows.append(["mean", _pct(m["oracle"]), _pct(m["top1"]), _pct(m["top3"]), _pct(m["routed_to_own"])])
-    print_table(f"routing {routing['per_task']} unlabeled test queries per task (prototype router, no task name)",
-                ["task", "own adapter", "routed top-1", "routed top-3", "own adapter picked"], route_rows)
+    route_rows.append(["mean", _pct(m["oracle"]), _pct(m["top1"]), _pct(m["hedged"]), _pct(m["routed_to_own"])])
+    print_table(f"routing {routing['per_task']} unlabeled test queries per task (no task name; docs/routing.md)",
+                ["task", "own adapter", "prototype top-1", "hedged mixture", "own adapter picked"], route_rows)
     info(f"catalog: {data['home']}  ({data['seconds']:.0f} s)")
     for kind, path in data["files"].items():
         info(f"wrote {kind}: {path}")

@@ -147,7 +147,7 @@ def test_demo_quick_runs_end_to_end(cli, tmp_path: Path) -> None:
     routing = out["routing"]  # the routing section: a mixed stream, no task names
     assert set(routing["tasks"]) == set(out["tasks"]) and routing["per_task"] == 10
     for row in routing["tasks"].values():
-        assert 0 <= row["routed_to_own"] <= 1 and 0 < row["oracle"] <= 1 and 0 < row["top1"] <= 1
+        assert 0 <= row["routed_to_own"] <= 1 and 0 < row["oracle"] <= 1 and 0 < row["top1"] <= 1 and 0 < row["hedged"] <= 1
     from adapterhub.app import AdapterHub
 
     with AdapterHub(home, database_url=f"sqlite:///{home / 'catalog.db'}") as hub:
