@@ -47,9 +47,8 @@ def train_mhr(
         IncompatibleAdaptersError: inventory adapters on different bases or shapes.
         TaskNotFoundError: ``task`` is not a shipped task.
     """
-    from adapterhub.app.mhr_quality import sample_shots
     from adapterhub.models import DEFAULT_BASE_MODEL, cached_base_model
-    from adapterhub.route.mhr_train import train_mhr as fit
+    from adapterhub.route.mhr_train import sample_shots, train_mhr as fit
     from adapterhub.tasks import load_task
 
     validate_name(name)

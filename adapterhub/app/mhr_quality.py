@@ -39,7 +39,7 @@ from adapterhub.lora import LoraAdapter
 from adapterhub.models.base import BaseModel, cached_base_model
 from adapterhub.models.train import train_adapter
 from adapterhub.route.mhr import mixed_adapter, stack_inventory
-from adapterhub.route.mhr_train import train_mhr
+from adapterhub.route.mhr_train import sample_shots, train_mhr
 from adapterhub.tasks import Task, load_task
 from adapterhub.threads import torch_threads
 
@@ -68,21 +68,6 @@ class StudyConfig:
     def quick(cls) -> "StudyConfig":
         return cls(tasks=("wn_pos",), seeds=(0,), grid={"mhr_z": (1.0,), "mhr_mu": (1e-3,), "lora_scratch": (3e-3,)},
                    step_grid=(2, 4), scratch_steps=(4,), val_limit=60, z_curve_steps=())
-
-
-def sample_shots(task: Task, shots: int, seed: int) -> list[int]:
-    """Indices into the TRAIN split: classes taken round-robin in a seeded order, each class's
-    examples in a seeded order, so every class gets ``shots // C`` or one more (if it has them)."""
-    g = torch.Generator().manual_seed(seed)
-    labels = task.label_ids("train")
-    pools = [[i for i in torch.randperm(len(labels), generator=g).tolist() if labels[i] == c] for c in range(task.num_labels)]
-    class_order = torch.randperm(task.num_labels, generator=g).tolist()
-    picked: list[int] = []
-    while len(picked) < min(shots, len(labels)):
-        for c in class_order:
-            if pools[c] and len(picked) < shots:
-                picked.append(pools[c].pop())
-    return picked
 
 
 def _val_subset(task: Task, limit: int) -> Task:

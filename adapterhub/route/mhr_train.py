@@ -38,6 +38,7 @@ from adapterhub.lora import LoraAdapter
 from adapterhub.models.base import BaseModel
 from adapterhub.models.lora_layers import attach_adapters, extract_adapter, lora_layers, num_adapters, restore_on_exit
 from adapterhub.models.train import DEFAULT_TEMPERATURE
+from adapterhub.tasks import Task
 from adapterhub.route.mhr import (
     Inventory,
     MhrLinear,
@@ -47,7 +48,7 @@ from adapterhub.route.mhr import (
     stack_inventory,
 )
 
-__all__ = ["DEFAULT_LR", "VARIANTS", "MhrResult", "shots_digest", "train_mhr"]
+__all__ = ["DEFAULT_LR", "VARIANTS", "MhrResult", "sample_shots", "shots_digest", "train_mhr"]
 
 Variant = Literal["z", "mu"]
 VARIANTS: tuple[str, ...] = ("z", "mu")
@@ -74,6 +75,21 @@ class MhrResult:
     meta: dict[str, Any]
     losses: list[float] = field(default_factory=list)
     snapshots: dict[int, LoraAdapter] = field(default_factory=dict)
+
+
+def sample_shots(task: Task, shots: int, seed: int) -> list[int]:
+    """Indices into the TRAIN split: classes taken round-robin in a seeded order, each class's
+    examples in a seeded order, so every class gets ``shots // C`` or one more (if it has them)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = task.label_ids("train")
+    pools = [[i for i in torch.randperm(len(labels), generator=g).tolist() if labels[i] == c] for c in range(task.num_labels)]
+    class_order = torch.randperm(task.num_labels, generator=g).tolist()
+    picked: list[int] = []
+    while len(picked) < min(shots, len(labels)):
+        for c in class_order:
+            if pools[c] and len(picked) < shots:
+                picked.append(pools[c].pop())
+    return picked
 
 
 def shots_digest(texts: Sequence[str], labels: Sequence[int]) -> str:

@@ -199,7 +199,7 @@ def test_bad_input_is_refused() -> None:
 
 
 def test_study_shots_are_stratified_seeded_and_from_train() -> None:
-    from adapterhub.app.mhr_quality import sample_shots
+    from adapterhub.route.mhr_train import sample_shots
     from adapterhub.tasks import Example, Label, Task
 
     examples = tuple(Example(f"t{i}", f"text {i}", i % 3, "train") for i in range(30)) + (
