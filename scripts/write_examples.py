@@ -14,34 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapterhub.tasks import load_task  # noqa: E402
-
-EXAMPLES_NAME = "adapterhub_examples.jsonl"
-MAX_EXAMPLES = 32
-SEED = 0
-
-
-def draw_examples(task: str, n: int = MAX_EXAMPLES, seed: int = SEED) -> list[str]:
-    """``n`` train texts of ``task`` (all if fewer), in a fixed pseudo-random order.
-
-    The seed is a string (``"<task>:<seed>"``): Python seeds ``random`` from a string through
-    SHA-512, so the draw does not depend on ``PYTHONHASHSEED`` or on the order tasks are visited.
-    """
-    texts = load_task(task).texts("train")
-    return random.Random(f"{task}:{seed}").sample(texts, min(n, len(texts)))
-
-
-def render(texts: list[str]) -> str:
-    """The file's bytes: one compact JSON object per line, UTF-8 kept readable."""
-    return "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts)
-
+from adapterhub.route.base import EXAMPLES_FILE, MAX_EXAMPLES, draw_examples, render_examples  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     differs = 0
     for meta_path in sorted(args.library.glob("*/adapterhub_meta.json")):
         task = json.loads(meta_path.read_text(encoding="utf-8"))["task"]
-        target = meta_path.parent / EXAMPLES_NAME
-        content = render(draw_examples(task, args.n))
+        target = meta_path.parent / EXAMPLES_FILE
+        content = render_examples(draw_examples(task, args.n)).decode("utf-8")
         same = target.is_file() and target.read_text(encoding="utf-8") == content
         if args.check:
             differs += not same

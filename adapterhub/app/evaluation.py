@@ -6,13 +6,16 @@ torch or transformers.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapterhub.app.core import HubCore
 from adapterhub.app.ingest import add_adapter, load
 from adapterhub.errors import AdapterExistsError, InvalidParameterError
 from adapterhub.names import validate_name
+from adapterhub.route.base import EXAMPLES_FILE, draw_examples, render_examples
 from adapterhub.store import LineageRecord, MetricRecord
 from adapterhub.tasks import SPLITS, Task, list_tasks, load_task
 from adapterhub.threads import torch_threads
@@ -108,17 +111,21 @@ def train(
         MetricRecord(task=spec.name, split="validation", metric=prefix + metric, value=value, extra=extra)
         for metric, value in val.items()
     ]
-    record = add_adapter(
-        core,
-        result.adapter,
-        name,
-        task=spec.name,
-        tags=list(tags) or ["trained"],
-        description=description
-        or f"{spec.description} Labels: " + "; ".join(f"{k}: {v}" for k, v in labels.items()),
-        metrics=records,
-        operation="train",
-    )
+    with tempfile.TemporaryDirectory(prefix=".train-", dir=core.settings.home) as tmp:
+        examples = Path(tmp) / EXAMPLES_FILE  # 32 of the train texts: the routers' view of this adapter
+        examples.write_bytes(render_examples(draw_examples(spec.name)))
+        record = add_adapter(
+            core,
+            result.adapter,
+            name,
+            task=spec.name,
+            tags=list(tags) or ["trained"],
+            description=description
+            or f"{spec.description} Labels: " + "; ".join(f"{k}: {v}" for k, v in labels.items()),
+            metrics=records,
+            operation="train",
+            examples=examples,
+        )
     metrics = {
         "test": test_metrics,
         "validation": val,

@@ -17,7 +17,16 @@ from adapterhub.errors import InvalidParameterError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["EXAMPLES_FILE", "MAX_EXAMPLES", "MAX_QUERY_CHARS", "check_route_params", "parse_examples", "top_k_softmax"]
+__all__ = [
+    "EXAMPLES_FILE",
+    "MAX_EXAMPLES",
+    "MAX_QUERY_CHARS",
+    "check_route_params",
+    "draw_examples",
+    "parse_examples",
+    "render_examples",
+    "top_k_softmax",
+]
 
 MAX_QUERY_CHARS = 4096
 """The longest query text a router takes (the encoder truncates far earlier; this bounds the work)."""
@@ -58,6 +67,26 @@ def parse_examples(data: bytes) -> list[str]:
     if not texts:
         raise InvalidParameterError(f"{EXAMPLES_FILE} holds no examples; give at least one {{\"text\": ...}} line")
     return texts
+
+
+def draw_examples(task: str, n: int = MAX_EXAMPLES, seed: int = 0) -> list[str]:
+    """``n`` TRAIN texts of a shipped task (all if fewer), in a fixed pseudo-random order: the
+    examples ``train`` records and ``scripts/write_examples.py`` ships.
+
+    The seed is a string (``"<task>:<seed>"``): Python seeds ``random`` from a string through
+    SHA-512, so the draw does not depend on ``PYTHONHASHSEED`` or on the order tasks are visited.
+    """
+    import random
+
+    from adapterhub.tasks import load_task
+
+    texts = load_task(task).texts("train")
+    return random.Random(f"{task}:{seed}").sample(texts, min(n, len(texts)))
+
+
+def render_examples(texts: list[str]) -> bytes:
+    """An examples file's bytes: one compact JSON object per line, UTF-8 kept readable."""
+    return "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts).encode("utf-8")
 
 
 def check_route_params(top_k: int, temperature: float, n_adapters: int) -> int:

@@ -124,6 +124,15 @@ def test_train_stores_the_adapter_with_task_labels_and_metrics(cli, tmp_path: Pa
     assert metrics[("test", "accuracy")]["value"] == test["accuracy"]
     assert sorted(metrics[("test", "accuracy")]["extra"]["labels"]) == ["adj.all", "adj.pert", "adj.ppl"]
     assert ("validation", "accuracy") in metrics
+    # the routers' examples are recorded at train time: 32 of the task's TRAIN texts, as shipped
+    from adapterhub.app import AdapterHub
+    from adapterhub.app.examples import examples_of
+    from adapterhub.eval.library import library_dir
+    from adapterhub.route.base import parse_examples
+
+    with AdapterHub() as hub:
+        shipped = parse_examples((library_dir() / "wn_adj_kind" / "adapterhub_examples.jsonl").read_bytes())
+        assert examples_of(hub, "acme/adj") == shipped and len(shipped) == 32
     # eval on the same local base model reproduces the recorded test accuracy exactly
     again = json.loads(cli("eval", "acme/adj", "--no-record", "--json").stdout)
     assert again["tasks"][0]["accuracy"] == test["accuracy"]
