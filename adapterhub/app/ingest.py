@@ -384,7 +384,7 @@ def add(
         raise AdapterExistsError(name)
     from adapterhub.lora import LoraAdapter
 
-    files = _examples_files(Path(path), examples)
+    files = examples_files(Path(path), examples)
     adapter = LoraAdapter.load(path, validate=False)
     if base_model:
         adapter = adapter.with_config(adapter.config.with_updates(base_model_name_or_path=base_model))
@@ -392,7 +392,8 @@ def add(
     return store_new(core, adapter, name, about=about, files=files, operation="import", source=str(path))
 
 
-def _examples_files(folder: Path | None, source: str | Path | None) -> list[ExtraFile]:
+def examples_files(folder: Path | None, source: str | Path | None) -> list[ExtraFile]:
+    """The examples file to keep with an adapter (``source``, else ``folder``'s), checked; [] if none."""
     found = example_files.read_examples_file(folder, source)
     return [ExtraFile(example_files.EXAMPLES_FILE, found[1], found[2], found[0])] if found is not None else []
 
@@ -414,7 +415,7 @@ def add_adapter(
     """Store an in-memory or on-disk adapter (e.g. an engine's output) with its lineage and metrics
     (and its example inputs for routing, from an ``adapterhub_examples.jsonl`` file)."""
     about = Description(task=task, tags=tags, description=description or "")
-    files = _examples_files(None, examples) if examples is not None else []
+    files = examples_files(None, examples) if examples is not None else []
     return store_new(
         core, adapter, name, about=about, lineage=lineage, metrics=metrics, files=files, operation=operation,
         source=source,

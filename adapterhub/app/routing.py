@@ -209,11 +209,10 @@ def _weights(
         protos = [_arrow_prototypes(core, n) for n in names]
         return arrow_weights_summary(model, adapters, queries, prototypes=protos, top_k=top_k, temperature=temperature)
     emb = model.encode(queries)
-    prototypes = _prototypes(core, names, model)
     if router == "prototype":
         from adapterhub.route.prototype import PrototypeRouter
 
-        return PrototypeRouter(prototypes).route(emb, top_k=top_k, temperature=temperature)
+        return PrototypeRouter(_prototypes(core, names, model)).route(emb, top_k=top_k, temperature=temperature)
     learned = _learned_router(core, names, model)
     if router == "hedged":  # weights 1/sqrt(m) on the adapters holding 80% of the posterior
         return learned.route_hedged(emb, mass=HEDGE_MASS)

@@ -8,8 +8,8 @@ from typing import Any
 
 from adapterhub.app.cards import card_description, card_metrics, read_card
 from adapterhub.app.core import HubCore
-from adapterhub.app.examples import EXAMPLES_FILE, read_examples_file
-from adapterhub.app.ingest import ExtraFile, export, received_weights, store_new, store_revision
+from adapterhub.app.examples import EXAMPLES_FILE
+from adapterhub.app.ingest import examples_files, export, received_weights, store_new, store_revision
 from adapterhub.errors import AdapterExistsError
 from adapterhub.hubformat import README_NAME, render_card
 from adapterhub.lora import CONFIG_NAME, WEIGHTS_NAME, AdapterConfig
@@ -111,8 +111,7 @@ def pull(
         what=f"{WEIGHTS_NAME} of {repo_id}@{remote.sha[:12]}",
     ) as weights:
         card = read_card(folder / README_NAME, adapter, file_sha256=weights.file_sha256)
-        found = read_examples_file(folder, None)  # the adapter's example inputs, if the repo has them
-        files = [ExtraFile(EXAMPLES_FILE, found[1], found[2], found[0])] if found is not None else []
+        files = examples_files(folder, None)  # the adapter's example inputs, if the repo has them
         if existing is None:
             return store_new(
                 core,
