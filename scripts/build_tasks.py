@@ -13,6 +13,10 @@ and described in ``tasks.json`` (label descriptions, source, licence, counts). S
 a seeded shuffle per class so that a rebuild gives byte-identical files. Texts that occur with two
 different labels in one task are dropped (they cannot be classified) and duplicates are kept once.
 
+Two generation tasks (``wn_antonym``, ``wn_hypernym``: rows ``{"id", "text", "answers", "split"}``,
+scored by greedy generation + exact match) and the LLM prompt fields of every task (``instruction``,
+and an ``answer`` word per label) come from ``scripts/build_tasks_generation.py``, which says why.
+
 Run:
     apt-get install -y wordnet-base
     .venv/bin/python scripts/build_tasks.py            # writes adapterhub/data/tasks/
@@ -34,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from build_tasks_generation import PROMPTS, generation_tasks
 
 WORDNET_DIR = Path("/usr/share/wordnet")
 OUT_DIR = Path(__file__).resolve().parent.parent / "adapterhub" / "data" / "tasks"
@@ -389,11 +394,14 @@ def build(out_dir: Path = OUT_DIR) -> dict[str, str]:
             split: {lab: sum(1 for r in rows if r["split"] == split and r["label"] == lab) for lab in task.labels}
             for split in ("train", "validation", "test")
         }
+        instruction, answers = PROMPTS[task.name]
         meta.append(
             {
                 "name": task.name,
+                "kind": "classification",
                 "description": task.description,
-                "labels": [{"name": k, "description": v} for k, v in task.labels.items()],
+                "instruction": instruction,
+                "labels": [{"name": k, "description": v, "answer": answers[k]} for k, v in task.labels.items()],
                 "source": task.source,
                 "license": task.license,
                 "file": f"{task.name}.jsonl",
@@ -401,6 +409,9 @@ def build(out_dir: Path = OUT_DIR) -> dict[str, str]:
                 "seed": SEED,
             }
         )
+    for entry, rows in generation_tasks(WORDNET_DIR, SEED, WORDNET_SOURCE, WORDNET_LICENSE):
+        files[entry["file"]] = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        meta.append(entry)
     files["tasks.json"] = json.dumps({"version": 1, "tasks": meta}, indent=2, ensure_ascii=False) + "\n"
     return files
 
@@ -423,11 +434,9 @@ def main() -> None:
     for name, text in files.items():
         _atomic_write(args.out / name, text)
     for m in json.loads(files["tasks.json"])["tasks"]:
-        c = m["counts"]
-        print(
-            f"{m['name']:22s} {len(m['labels'])} classes  train {sum(c['train'].values()):5d}  "
-            f"val {sum(c['validation'].values()):4d}  test {sum(c['test'].values()):4d}"
-        )
+        n = {s: c if isinstance(c, int) else sum(c.values()) for s, c in m["counts"].items()}
+        kind = f"{len(m['labels'])} classes" if m["labels"] else "generation"
+        print(f"{m['name']:22s} {kind:10s}  train {n['train']:5d}  val {n['validation']:4d}  test {n['test']:4d}")
 
 
 if __name__ == "__main__":
