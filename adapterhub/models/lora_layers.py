@@ -434,6 +434,7 @@ def extract_adapter(
     slot: int | None = None,
     target_modules: list[str] | None = None,
     extra_tensors: Mapping[str, torch.Tensor] | None = None,
+    config_overrides: Mapping[str, object] | None = None,
 ) -> LoraAdapter:
     """The adapter in one slot as an in-memory ``LoraAdapter`` (does not change ``model``).
 
@@ -448,6 +449,7 @@ def extract_adapter(
         slot: which adapter; default the most recently added one.
         target_modules: defaults to the last path component of every adapted layer.
         extra_tensors: passthrough tensors to carry, e.g. ``{"heads.<task>.weight": ...}``.
+        config_overrides: more config keys, e.g. ``{"task_type": "CAUSAL_LM"}``.
 
     Raises:
         InvalidParameterError: the model has no adapter in that slot.
@@ -465,8 +467,8 @@ def extract_adapter(
         raise InvalidParameterError(f"the model holds no adapter in slot {slot} ({n} attached)")
     targets = target_modules or sorted({p.rsplit(".", 1)[-1] for p in modules})
     also_selected = [p for p in find_target_linears(model, targets, None) if p not in modules]
-    overrides = {"exclude_modules": also_selected} if also_selected else None
+    overrides = {**(config_overrides or {}), **({"exclude_modules": also_selected} if also_selected else {})}
     return LoraAdapter.from_modules(
         modules, base_model=base_model, target_modules=targets, extra_tensors=extra_tensors,
-        config_overrides=overrides,
+        config_overrides=overrides or None,
     )
