@@ -14,6 +14,7 @@ cores; evaluation uses --threads, merges one thread):
     timeout 1h .venv/bin/python bench/merge_quality.py --threads 2 > /tmp/merge_quality.log 2>&1 &
     .venv/bin/python bench/merge_quality.py --quick --out /tmp/mq      # about 2 minutes
     .venv/bin/python bench/merge_quality.py --split validation --stem lego_validation   # tuning study
+    timeout 2h .venv/bin/python bench/merge_quality.py --base smollm2 --stem merge_quality_smollm2  # the LLM table
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="*", default=None, help="seeds of the all-task merge")
     parser.add_argument("--ks", type=int, nargs="*", default=None, help="merge ranks")
     parser.add_argument("--max-examples", type=int, default=None, help="cap per task (stratified)")
+    parser.add_argument("--base", default="minilm", choices=("minilm", "smollm2"),
+                        help="the library's base (smollm2: examples/smollm2, generative plan)")
     parser.add_argument("--split", default="test", choices=("test", "validation"), help="reported split")
     args = parser.parse_args(argv)
 
@@ -50,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     data = merge_quality(
         quick=args.quick, out=args.out, library=args.library, seeds=args.seeds, ks=args.ks,
         max_examples=args.max_examples, split=args.split, threads=args.threads, progress=say, stem=args.stem,
+        base=args.base,
     )
     print(Path(data["files"]["markdown"]).read_text(encoding="utf-8"))
     for kind, path in data["files"].items():

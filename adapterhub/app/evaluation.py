@@ -21,7 +21,7 @@ from adapterhub.tasks import SPLITS, Task, list_tasks, load_task
 from adapterhub.threads import torch_threads
 
 if TYPE_CHECKING:
-    from adapterhub.models.base import BaseModel
+    from adapterhub.eval.bed import BedModel
 
 _EVAL_METRICS = ("accuracy", "macro_f1", "accuracy_stderr", "zero_shot_accuracy", "own_accuracy",
                  "normalised_accuracy", "retained_gain")
@@ -42,18 +42,21 @@ def train(
     name: str,
     rank: int = 8,
     alpha: float = 16,
-    epochs: int = 3,
+    epochs: int | None = None,
     lr: float = 1e-3,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     seed: int = 0,
     protocol: str = "similarity",
     base_model: str | None = None,
+    base: str | None = None,
+    max_steps: int | None = None,
+    limit: int | None = None,
     tags: Sequence[str] = (),
     description: str | None = None,
     threads: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Train one LoRA for a shipped task on the default base model and store it with its metrics.
+    """Train one LoRA for a shipped task on a registered base and store it with its metrics.
 
     The adapter is scored on the task's held-out test split (and the zero-shot baseline beside
     it); the catalog entry records the task, the label descriptions (in its description and in
@@ -62,9 +65,13 @@ def train(
     Args:
         task: a shipped task name (``adapterhub.tasks.list_tasks()``).
         name: catalog name of the new adapter.
-        rank, alpha, epochs, lr, batch_size, seed: training hyperparameters.
-        protocol: ``"similarity"`` (no head, the adapter carries the task) or ``"head"``.
-        base_model: a local ``transformers`` checkpoint folder (default: the packaged MiniLM).
+        rank, alpha, epochs, lr, batch_size, seed, max_steps: training hyperparameters (``None``:
+            the base's defaults, ``TRAIN_DEFAULTS``).
+        protocol: ``"similarity"`` (no head, the adapter carries the task) or ``"head"``; the
+            causal LM has one protocol, ``generative`` (instruction prompts).
+        base_model: a local ``transformers`` encoder checkpoint folder (MiniLM bed only).
+        base: ``"minilm"`` (default) or ``"smollm2"`` (``adapterhub.models.bases``).
+        limit: score the causal LM on a fixed seeded subset of this many test examples.
         threads: torch threads while training (``None``: leave torch's setting).
         progress: called with a line once the inputs are valid and training starts.
 
@@ -75,25 +82,31 @@ def train(
         InvalidNameError, AdapterExistsError, TaskNotFoundError, InvalidParameterError,
         BaseModelNotFoundError.
     """
-    from adapterhub.eval.evaluate import evaluate, split_scorer
-    from adapterhub.models.base import load_base_model
-    from adapterhub.models.train import train_adapter
+    from adapterhub.models.bases import get_base
 
-    prefix = _check_protocol(protocol)
+    spec_base = get_base(base)
+    causal = spec_base.kind == "causal_lm"
+    prefix = "" if causal else _check_protocol(protocol)
+    protocol = "generative" if causal else protocol
     validate_name(name)
     if core.catalog.exists(name):
         raise AdapterExistsError(name)
     spec = load_task(task)
+    if spec.is_generation and not causal:
+        raise InvalidParameterError(f"'{spec.name}' is a generation task: train it on a causal LM (--base smollm2)")
+    defaults = TRAIN_DEFAULTS[spec_base.kind]
+    epochs, batch_size = epochs or defaults["epochs"], batch_size or defaults["batch_size"]
+    max_steps = max_steps if max_steps is not None else defaults["max_steps"]
     if progress is not None:
-        progress(f"training a rank-{rank} adapter for {spec.name} ({epochs} epochs)…")
+        progress(f"training a rank-{rank} adapter for {spec.name} on {spec_base.name} ({epochs} epochs"
+                 + (f", at most {max_steps} steps" if max_steps else "") + ")…")
+    hyper = {"rank": rank, "alpha": alpha, "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
+             "max_steps": max_steps}
     with torch_threads(threads):
-        base = load_base_model(base_model)  # fresh: training changes the model (and restores it)
-        result = train_adapter(
-            base, spec, rank=rank, alpha=alpha, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-            protocol=protocol, validate=split_scorer(spec, protocol=protocol),  # type: ignore[arg-type]
-        )
-        test = evaluate(result.adapter, spec, protocol=protocol, split="test", model=base)  # type: ignore[arg-type]
-        zero = evaluate(None, spec, protocol=protocol, split="test", model=base)  # type: ignore[arg-type]
+        if causal:
+            result, test, zero = _train_causal(spec, spec_base.name, hyper, limit)
+        else:
+            result, test, zero = _train_encoder(spec, base_model, protocol, hyper)
     labels = {label.name: label.description for label in spec.labels}
     extra = {"protocol": protocol, "n": test.n, "source": "adapterhub train", "params": result.params}
     test_metrics = {
@@ -120,8 +133,7 @@ def train(
             name,
             task=spec.name,
             tags=list(tags) or ["trained"],
-            description=description
-            or f"{spec.description} Labels: " + "; ".join(f"{k}: {v}" for k, v in labels.items()),
+            description=description or _describe(spec, labels),
             metrics=records,
             operation="train",
             examples=examples,
@@ -133,6 +145,46 @@ def train(
     }
     return {"adapter": record.to_dict(), "task": spec.name, "protocol": protocol, "metrics": metrics,
             "params": result.params}
+
+
+def _describe(spec: Task, labels: dict[str, str]) -> str:
+    if not labels:  # a generation task
+        return f"{spec.description} Instruction: {spec.instruction}"
+    return f"{spec.description} Labels: " + "; ".join(f"{k}: {v}" for k, v in labels.items())
+
+
+TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "encoder": {"epochs": 3, "batch_size": 32, "max_steps": None},
+    # the SmolLM2 library's recipe (scripts/train_smollm2_library.py): ~3 minutes on two cores
+    "causal_lm": {"epochs": 2, "batch_size": 8, "max_steps": 100},
+}
+"""Per kind of base: what ``train`` uses where the caller gave no value."""
+
+
+def _train_encoder(spec: Task, base_model: str | None, protocol: str, hyper: dict[str, Any]) -> tuple[Any, Any, Any]:
+    from adapterhub.eval.evaluate import evaluate, split_scorer
+    from adapterhub.models.base import load_base_model
+    from adapterhub.models.train import train_adapter
+
+    base = load_base_model(base_model)  # fresh: training changes the model (and restores it)
+    result = train_adapter(base, spec, protocol=protocol, validate=split_scorer(spec, protocol=protocol),  # type: ignore[arg-type]
+                           **hyper)
+    test = evaluate(result.adapter, spec, protocol=protocol, split="test", model=base)  # type: ignore[arg-type]
+    zero = evaluate(None, spec, protocol=protocol, split="test", model=base)  # type: ignore[arg-type]
+    return result, test, zero
+
+
+def _train_causal(spec: Task, base: str, hyper: dict[str, Any], limit: int | None) -> tuple[Any, Any, Any]:
+    """Train on the shared causal LM (training restores it); validation on 100 examples, test on ``limit``."""
+    from adapterhub.eval.bed import load_bed_model
+    from adapterhub.eval.generative import evaluate_lm, lm_split_scorer
+    from adapterhub.models.train_causal import train_causal_adapter
+
+    lm = load_bed_model(base)
+    result = train_causal_adapter(lm, spec, validate=lm_split_scorer(spec, limit=100), **hyper)  # type: ignore[arg-type]
+    test = evaluate_lm(result.adapter, spec, lm, split="test", limit=limit)  # type: ignore[arg-type]
+    zero = evaluate_lm(None, spec, lm, split="test", limit=limit)  # type: ignore[arg-type]
+    return result, test, zero
 
 
 def _plan(core: HubCore, name: str, task: str | None, parents: list[LineageRecord]) -> list[tuple[str, str | None]]:
@@ -173,6 +225,7 @@ def evaluate_adapter(
     split: str = "test",
     record: bool = True,
     threads: int | None = None,
+    limit: int | None = None,
 ) -> dict[str, Any]:
     """Accuracy and macro-F1 of a catalog adapter on held-out examples of its task(s).
 
@@ -192,6 +245,8 @@ def evaluate_adapter(
         split: ``"test"`` (default) or ``"validation"``.
         record: store the results as metrics on the adapter (one transaction).
         threads: torch threads while evaluating.
+        limit: on a causal-LM base, score a fixed seeded subset of this many examples per task
+            (the base is scored with its instruction prompts, protocol ``generative``).
 
     Returns:
         ``{"name", "merged", "protocol", "split", "base_model", "tasks": [per-task dict],
@@ -201,14 +256,19 @@ def evaluate_adapter(
         AdapterNotFoundError, TaskNotFoundError, InvalidParameterError,
         IncompatibleAdaptersError, BaseModelNotFoundError.
     """
-    from adapterhub.eval.evaluate import evaluate, relative_scores
+    from adapterhub.eval.bed import load_bed_model, score_on_task
+    from adapterhub.eval.evaluate import relative_scores
     from adapterhub.eval.heads import head_from_tensors
     from adapterhub.models.base import DEFAULT_BASE_MODEL, cached_base_model
+    from adapterhub.models.bases import find_base
 
-    prefix = _check_protocol(protocol)
     if split not in SPLITS or split == "train":
         raise InvalidParameterError(f"evaluate on 'test' or 'validation', not {split!r}")
     entry = core.catalog.get(name)
+    registered = find_base(entry.base_model)
+    causal = registered is not None and registered.kind == "causal_lm"
+    prefix = "" if causal else _check_protocol(protocol)
+    protocol = "generative" if causal else protocol
     parents = [p for p in core.catalog.lineage(name) if p.operation.startswith("merge:")]
     plan = _plan(core, name, task, parents)
     specs = {task_name: load_task(task_name) for task_name, _ in plan}  # unknown tasks fail before any model
@@ -216,20 +276,20 @@ def evaluate_adapter(
     model_key = None if entry.base_model in (None, DEFAULT_BASE_MODEL) else entry.base_model
     rows: list[dict[str, Any]] = []
     with torch_threads(threads):
-        model = cached_base_model(model_key)
+        model = load_bed_model(registered.name) if causal else cached_base_model(model_key)
         for task_name, parent in plan:
             spec = specs[task_name]
             head = None
             if protocol == "head" and parent and head_from_tensors(adapter.extra_tensors(), spec.name) is None:
                 head = head_from_tensors(load(core, parent).extra_tensors(), spec.name)
-            result = evaluate(adapter, spec, protocol=protocol, split=split, model=model, head=head)  # type: ignore[arg-type]
-            zero = _zero_shot(core, model, spec, protocol, split)
+            result = score_on_task(adapter, spec, model, split=split, protocol=protocol, head=head, limit=limit)
+            zero = _zero_shot(core, model, spec, protocol, split, limit)
             row: dict[str, Any] = {
                 "task": spec.name, "parent": parent, "n": result.n, "accuracy": result.accuracy,
                 "accuracy_stderr": result.accuracy_stderr, "macro_f1": result.macro_f1, "zero_shot_accuracy": zero,
             }
             if parent is not None:
-                own = _own_accuracy(core, parent, spec, protocol, split, model, record=record)
+                own = _own_accuracy(core, parent, spec, protocol, split, model, record=record, n=result.n, limit=limit)
                 row["own_accuracy"] = own
                 row.update(relative_scores(result.accuracy, own=own, baseline=zero))
             else:
@@ -262,27 +322,28 @@ def _record_rows(core: HubCore, name: str, rows: list[dict[str, Any]], *, prefix
                                   extra=extra)
 
 
-def _zero_shot(core: HubCore, model: BaseModel, spec: Task, protocol: str, split: str) -> float:
+def _zero_shot(core: HubCore, model: BedModel, spec: Task, protocol: str, split: str, limit: int | None) -> float:
     """The base model's accuracy on a task split (cached per hub: it never changes)."""
-    from adapterhub.eval.evaluate import evaluate
+    from adapterhub.eval.bed import score_on_task
 
-    key = (model.base_model_id, spec.name, protocol, split)
+    key = (model.base_model_id, spec.name, protocol, split, limit)
     if key not in core.zero_shot_cache:
-        result = evaluate(None, spec, protocol=protocol, split=split, model=model)  # type: ignore[arg-type]
+        result = score_on_task(None, spec, model, split=split, protocol=protocol, limit=limit)
         core.zero_shot_cache[key] = float(result.accuracy)
     return core.zero_shot_cache[key]
 
 
-def _own_accuracy(core: HubCore, parent: str, spec: Task, protocol: str, split: str, model: BaseModel, *,
-                  record: bool) -> float:
-    """A parent adapter's accuracy on its task: its newest matching metric, else measured now."""
-    from adapterhub.eval.evaluate import evaluate
+def _own_accuracy(core: HubCore, parent: str, spec: Task, protocol: str, split: str, model: BedModel, *,
+                  record: bool, n: int, limit: int | None) -> float:
+    """A parent adapter's accuracy on its task: its newest matching metric on as many examples
+    (``n``: a subset is not compared with a whole split), else measured now."""
+    from adapterhub.eval.bed import score_on_task
 
-    metric = "accuracy" if protocol == "similarity" else f"{protocol}_accuracy"
+    metric = "accuracy" if protocol in ("similarity", "generative") else f"{protocol}_accuracy"
     for m in reversed(core.catalog.metrics(parent)):
-        if m.task == spec.name and m.split == split and m.metric == metric:
+        if m.task == spec.name and m.split == split and m.metric == metric and (m.extra or {}).get("n", n) == n:
             return float(m.value)
-    result = evaluate(load(core, parent), spec, protocol=protocol, split=split, model=model)  # type: ignore[arg-type]
+    result = score_on_task(load(core, parent), spec, model, split=split, protocol=protocol, limit=limit)
     if record:
         core.catalog.add_metric(parent, task=spec.name, split=split, metric=metric, value=result.accuracy,
                                 extra={"protocol": protocol, "n": result.n, "source": "adapterhub eval"})

@@ -39,6 +39,7 @@ def merge_quality(
     threads: int | None = None,
     progress: ProgressFn | None = None,
     stem: str = "merge_quality",
+    base: str = "minilm",
 ) -> dict[str, Any]:
     """The merge-quality table over the shipped task library (``adapterhub.eval.quality``).
 
@@ -51,6 +52,8 @@ def merge_quality(
         threads: torch threads while evaluating (merges use one).
         progress: called with one line per finished step.
         stem: file name stem of the written files.
+        base: ``"minilm"`` (the encoder library in ``examples/``) or ``"smollm2"`` (the causal-LM
+            library in ``examples/smollm2/``, scored with instruction prompts; ``generative_plan``).
 
     Returns:
         The report as a dict (``rows``, ``references``, ``lego_vs_best_baseline``, ...) plus
@@ -62,10 +65,15 @@ def merge_quality(
     if split not in REPORTED_SPLITS:
         raise InvalidParameterError(f"report the 'test' or 'validation' split, not {split!r}")
     # torch-backed engines are imported on use, so importing the facade stays cheap
-    from adapterhub.eval.library import load_library
+    from adapterhub.eval.bed import load_bed_model
+    from adapterhub.eval.library import library_dir, load_library
     from adapterhub.eval.quality import default_plan, quick_plan, run_merge_quality
-    from adapterhub.models.base import cached_base_model
+    from adapterhub.eval.quality.plan import generative_plan
+    from adapterhub.models.bases import get_base
 
+    causal = get_base(base).kind == "causal_lm"
+    if library is None and causal:
+        library = library_dir() / get_base(base).name
     adapters = {task: adapter for task, (adapter, _meta) in load_library(library).items()}
     tasks = {task: load_task(task) for task in adapters}
     changes: dict[str, Any] = {"split": split}
@@ -75,9 +83,10 @@ def merge_quality(
         changes["ks"] = tuple(ks)
     if max_examples is not None:
         changes["max_examples"] = max_examples
-    plan = dataclasses.replace(quick_plan() if quick else default_plan(), **changes)
+    full = generative_plan() if causal else default_plan()
+    plan = dataclasses.replace(quick_plan() if quick else full, **changes)
     with torch_threads(threads):
-        report = run_merge_quality(adapters, tasks, model=cached_base_model(), plan=plan, progress=progress)
+        report = run_merge_quality(adapters, tasks, model=load_bed_model(base), plan=plan, progress=progress)
     data = report.to_dict()
     written = report.write(out, stem, title=title_for(split)) if out is not None else {}
     data["files"] = {kind: str(path) for kind, path in written.items()}

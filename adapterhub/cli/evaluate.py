@@ -39,9 +39,24 @@ def train(
     ),
     rank: int = typer.Option(8, "--rank", min=1, metavar="INTEGER", help="LoRA rank."),
     alpha: float = typer.Option(16.0, "--alpha", min=0.0, metavar="FLOAT", help="LoRA alpha (scale alpha/rank)."),
-    epochs: int = typer.Option(3, "--epochs", min=1, metavar="INTEGER", help="Passes over the train split."),
+    epochs: Optional[int] = typer.Option(
+        None, "--epochs", min=1, metavar="INTEGER", help="Passes over the train split (default: 3 minilm, 2 smollm2)."
+    ),
     lr: float = typer.Option(1e-3, "--lr", min=0.0, metavar="FLOAT", help="AdamW learning rate."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, metavar="INTEGER", help="Examples per step."),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", min=1, metavar="INTEGER", help="Examples per step (default: 32 minilm, 8 smollm2)."
+    ),
+    steps: Optional[int] = typer.Option(
+        None, "--steps", min=1, metavar="INTEGER", help="Stop after this many steps (default: all; 100 on smollm2)."
+    ),
+    base: str = typer.Option(
+        "minilm", "--base", metavar="TEXT",
+        help="minilm (sentence encoder) or smollm2 (SmolLM2-135M-Instruct causal LM, instruction prompts).",
+    ),
+    limit: Optional[int] = typer.Option(
+        None, "--limit", min=1, metavar="INTEGER",
+        help="smollm2: score on a fixed seeded subset of this many test examples (default: the whole split).",
+    ),
     seed: int = typer.Option(0, "--seed", metavar="INTEGER", help="Seed of the init, the data order and dropout."),
     protocol: str = typer.Option(
         "similarity", "--protocol", metavar="TEXT", help="similarity (no head) or head (joint linear head)."
@@ -63,21 +78,22 @@ def train(
     \b
     Example:
         adapterhub train --task wn_pos --rank 8 --name acme/wn-pos
+        adapterhub train --base smollm2 --task wn_antonym --name acme/antonym-smol
     """
     with handle_errors():
         # the facade reports "training ..." through `progress` once the task, name and protocol
         # are valid, so a bad --task fails before any progress line is printed
         result = open_hub().train(
             task, name=name, rank=rank, alpha=alpha, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-            protocol=protocol, base_model=base_model, tags=tag, threads=threads,
-            progress=None if json_output else info,
+            protocol=protocol, base_model=base_model, base=base, max_steps=steps, limit=limit, tags=tag,
+            threads=threads, progress=None if json_output else info,
         )
     if json_output:
         print_json(result)
         return
     test, val = result["metrics"]["test"], result["metrics"]["validation"]
     print_table(
-        f"{result['adapter']['name']} ({result['task']}, {protocol} protocol)",
+        f"{result['adapter']['name']} ({result['task']}, {result['protocol']} protocol)",
         ["split", "accuracy", "macro-F1", "zero-shot accuracy"],
         [
             ["validation", _pct(val.get("accuracy")), _pct(val.get("macro_f1")), ""],
@@ -96,6 +112,10 @@ def eval_(
         "similarity", "--protocol", metavar="TEXT", help="similarity (label descriptions) or head (task head)."
     ),
     split: str = typer.Option("test", "--split", metavar="TEXT", help="test or validation."),
+    limit: Optional[int] = typer.Option(
+        None, "--limit", min=1, metavar="INTEGER",
+        help="On a causal-LM base: a fixed seeded subset of this many examples per task.",
+    ),
     record: bool = typer.Option(True, "--record/--no-record", help="Store the results as metrics on the adapter."),
     threads: Optional[int] = THREADS_OPTION,
     json_output: bool = JSON_OPTION,
@@ -114,7 +134,7 @@ def eval_(
     """
     with handle_errors():
         result = open_hub().evaluate_adapter(name, task=task, protocol=protocol, split=split, record=record,
-                                             threads=threads)
+                                             threads=threads, limit=limit)
     if json_output:
         print_json(result)
         return
@@ -165,6 +185,10 @@ def quality(
     max_examples: Optional[int] = typer.Option(
         None, "--max-examples", min=1, metavar="INTEGER", help="Cap per task (stratified)."
     ),
+    base: str = typer.Option(
+        "minilm", "--base", metavar="TEXT",
+        help="minilm (examples/) or smollm2 (examples/smollm2: all tasks, k 8 and 16, 60 examples a task).",
+    ),
     threads: Optional[int] = THREADS_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
@@ -187,7 +211,8 @@ def quality(
 
         data = merge_quality(
             quick=quick, out=out, library=library, seeds=seed or None, ks=k or None, max_examples=max_examples,
-            threads=threads, progress=None if json_output else info,
+            threads=threads, progress=None if json_output else info, base=base,
+            stem="merge_quality" if base == "minilm" else f"merge_quality_{base}",
         )
     if json_output:
         print_json(data)

@@ -35,6 +35,8 @@ class Scored:
 
     @classmethod
     def of(cls, result: EvalResult, task: Task, split: str) -> Scored:
+        if task.is_generation:  # predictions are already exact-match hits (1/0)
+            return cls(result.accuracy, result.macro_f1, [bool(p) for p in result.predictions])
         labels = task.label_ids(split)
         return cls(result.accuracy, result.macro_f1, [p == y for p, y in zip(result.predictions, labels)])
 

@@ -2,7 +2,7 @@
 
 For fixed subsets of the task library (``sampling``), every merge of the plan (``plan``) is run at
 every rank ``k`` and the merged adapter is scored on each of its tasks under the similarity
-protocol (``adapterhub.eval.evaluate``), beside the references measured on the same examples:
+protocol (``adapterhub.eval.evaluate``; on a causal LM, its prompts: ``adapterhub.eval.bed``), beside the references measured on the same examples:
 the base model alone (zero-shot) and each task's own adapter.
 
 Seeds: the all-task merge is run with every seed of the plan; the seed changes only the merge's
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from adapterhub.errors import InvalidParameterError
-from adapterhub.eval.evaluate import evaluate
+from adapterhub.eval.bed import BedModel, score_on_task
 from adapterhub.eval.quality.plan import SELECTION_METHODS, MergeSpec, QualityPlan, baseline_specs, default_plan
 from adapterhub.eval.quality.report import Cell, QualityReport, Reference, Scored
 from adapterhub.eval.quality.sampling import cap_split, groups_of
@@ -29,20 +29,19 @@ from adapterhub.eval.quality.stats import mean, relative
 from adapterhub.lora import LoraAdapter
 from adapterhub.merge import merge_adapters
 from adapterhub.merge.registry import WEIGHT_CONVENTIONS
-from adapterhub.models.base import BaseModel
 from adapterhub.tasks import Task
 
 ProgressFn = Callable[[str], None]
 
 
 def references(
-    adapters: Mapping[str, LoraAdapter], tasks: Mapping[str, Task], names: Sequence[str], split: str, model: BaseModel
+    adapters: Mapping[str, LoraAdapter], tasks: Mapping[str, Task], names: Sequence[str], split: str, model: BedModel
 ) -> dict[str, Reference]:
     """Zero-shot and own-adapter scores of each task on ``split``."""
     refs = {}
     for t in names:
-        zero = evaluate(None, tasks[t], split=split, model=model)
-        own = evaluate(adapters[t], tasks[t], split=split, model=model)
+        zero = score_on_task(None, tasks[t], model, split=split)
+        own = score_on_task(adapters[t], tasks[t], model, split=split)
         refs[t] = Reference(Scored.of(zero, tasks[t], split), Scored.of(own, tasks[t], split), own.n)
     return refs
 
@@ -51,7 +50,7 @@ def select_conventions(
     adapters: Mapping[str, LoraAdapter],
     tasks: Mapping[str, Task],
     *,
-    model: BaseModel,
+    model: BedModel,
     methods: Sequence[str] = SELECTION_METHODS,
     k: int = 8,
     seed: int = 0,
@@ -85,7 +84,7 @@ def select_conventions(
             )
             norms = []
             for t in names:
-                r = evaluate(result.adapter, val[t], split="validation", model=model)
+                r = score_on_task(result.adapter, val[t], model, split="validation")
                 norms.append(relative(r.accuracy, refs[t].own.accuracy, refs[t].zero_shot.accuracy)[0])
             scores[method][convention] = mean(norms)
             if progress:
@@ -124,7 +123,7 @@ def run_merge_quality(
     adapters: Mapping[str, LoraAdapter],
     tasks: Mapping[str, Task],
     *,
-    model: BaseModel,
+    model: BedModel,
     plan: QualityPlan | None = None,
     progress: ProgressFn | None = None,
 ) -> QualityReport:
@@ -189,7 +188,7 @@ def run_merge_quality(
         )
         t1 = time.perf_counter()
         scores = {
-            t: Scored.of(evaluate(result.adapter, eval_tasks[t], split=split, model=model), eval_tasks[t], split)
+            t: Scored.of(score_on_task(result.adapter, eval_tasks[t], model, split=split), eval_tasks[t], split)
             for t in subset
         }
         t2 = time.perf_counter()
