@@ -10,7 +10,10 @@ home, whatever ``ADAPTERHUB_DATABASE_URL`` says), so the demo exercises what a u
 3. ``evaluate_adapter`` every merge: accuracy on each parent's task (test split), normalised
    accuracy (merged / own) and retained gain ((merged - zero-shot) / (own - zero-shot));
 4. write ``demo.md`` (the table) and ``demo.png`` (per-task accuracy) with the merge-quality
-   renderer (``adapterhub.eval.quality``), and return the rows.
+   renderer (``adapterhub.eval.quality``), and return the rows;
+5. route a mixed stream of test queries (``_route_and_score``);
+6. the generative base: a few SmolLM2-135M adapters merged and scored on a small test subset
+   (``adapterhub.app.demo_llm``).
 
 Imported adapters are reused when the demo runs again on the same home; ``demo/*`` entries are
 remade, so a changed default shows up. ``quick=True`` uses three tasks and two methods.
@@ -24,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adapterhub.app.demo_llm import generative_section
 from adapterhub.app.hub import AdapterHub
 from adapterhub.errors import AdapterNotFoundError, InvalidParameterError
 from adapterhub.store.records import MetricRecord
@@ -237,6 +241,7 @@ def run_demo(
             say(f"{row['name']}: normalised accuracy {row['normalised_accuracy']:.3f}, retained gain "
                 f"{row['retained_gain']:.2f} (merge {row['merge_seconds']:.1f} s, eval {row['eval_seconds']:.1f} s)")
         routing = _route_and_score(hub, names, tasks, ROUTE_PER_TASK // 2 if quick else ROUTE_PER_TASK)
+        generative = generative_section(hub, folder / "smollm2", n_tasks=2 if quick else 3, threads=threads, say=say)
         say(f"routed {routing['per_task']} unlabeled test queries of each task: top-1 accuracy "
             f"{routing['mean']['top1']:.3f}, hedged mixture {routing['mean']['hedged']:.3f}, own adapter "
             f"{routing['mean']['oracle']:.3f} (own adapter picked {routing['mean']['routed_to_own']:.0%})")
@@ -248,6 +253,7 @@ def run_demo(
         "references": references,
         "rows": rows,
         "routing": routing,
+        "generative": generative,
         "seconds": round(time.perf_counter() - started, 1),
     }
     out_dir = Path(out).expanduser().resolve() if out is not None else home_path / "report"

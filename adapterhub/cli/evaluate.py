@@ -288,9 +288,23 @@ def demo(
     route_rows.append(["mean", _pct(m["oracle"]), _pct(m["top1"]), _pct(m["hedged"]), _pct(m["routed_to_own"])])
     print_table(f"routing {routing['per_task']} unlabeled test queries per task (no task name; docs/routing.md)",
                 ["task", "own adapter", "prototype top-1", "hedged mixture", "own adapter picked"], route_rows)
+    _print_generative(data["generative"])
     info(f"catalog: {data['home']}  ({data['seconds']:.0f} s)")
     for kind, path in data["files"].items():
         info(f"wrote {kind}: {path}")
+
+
+def _print_generative(section: dict[str, Any]) -> None:
+    """The demo's causal-LM row: SmolLM2 adapters merged, on a small test subset (said in the title)."""
+    if "skipped" in section:
+        info(f"SmolLM2 section skipped: {section['skipped']}")
+        return
+    rows = [[t, _pct(r["zero_shot"]), _pct(r["own"]), _pct(r["merged"])] for t, r in section["tasks"].items()]
+    m = section["mean"]
+    rows.append(["mean", _pct(m["zero_shot"]), _pct(m["own"]), _pct(m["merged"])])
+    print_table(f"SmolLM2-135M (causal LM): {len(section['tasks'])} task adapters merged by LoRA-LEGO k=8; accuracy % "
+                f"on a fixed subset of {section['per_task']} test examples per task (small, to keep the demo short)",
+                ["task", "zero-shot", "own adapter", "merged"], rows)
 
 
 def typer_app() -> typer.Typer:
