@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,24 @@ from tests.helpers import Live, live_hub, make_peft_adapter, online_env, postgre
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_base_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One dequantised-SmolLM2 cache for the whole session (built once, ~20 s and ~540 MB), however
+    many fresh homes the tests make; removed at the end unless ``ADAPTERHUB_BASES`` was set already
+    (then that cache is reused and kept, e.g. a developer's warm one)."""
+    preset = os.environ.get("ADAPTERHUB_BASES")
+    if preset:
+        yield Path(preset)
+        return
+    root = tmp_path_factory.mktemp("bases")
+    os.environ["ADAPTERHUB_BASES"] = str(root)
+    try:
+        yield root
+    finally:
+        os.environ.pop("ADAPTERHUB_BASES", None)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -124,10 +124,12 @@ def gguf_folder() -> Path:
 
 
 def default_cache_dir() -> Path:
-    """``ADAPTERHUB_HOME/bases/smollm2``: where the dequantised model is kept."""
+    """Where the dequantised model is kept: ``ADAPTERHUB_BASES/smollm2`` when that variable is set
+    (one cache for several homes, e.g. replicas or test sessions), else ``ADAPTERHUB_HOME/bases/smollm2``."""
     from adapterhub.settings import load_settings
 
-    return load_settings().home / "bases" / "smollm2"
+    shared = os.environ.get("ADAPTERHUB_BASES")
+    return (Path(shared).expanduser() if shared else load_settings().home / "bases") / "smollm2"
 
 
 def _build_cache(cache_dir: Path) -> None:

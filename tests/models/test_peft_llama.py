@@ -5,9 +5,6 @@ logits both ways. Fast tests use the tiny random Llama; the slow one the real Sm
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -193,24 +190,12 @@ def test_merged_llama_adapter_loads_in_peft_with_the_same_logits(two_peft_adapte
 # ----------------------------------------------------------------------------- the real base (slow)
 
 
-@pytest.fixture(scope="session")
-def smollm2_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Where the dequantised SmolLM2 lives for this session.
+@pytest.fixture
+def smollm2_cache() -> Path:
+    """The session's shared cache of the dequantised SmolLM2 (``tests/conftest.py``: ``shared_base_cache``)."""
+    from adapterhub.models.causal import default_cache_dir
 
-    With ``ADAPTERHUB_HOME`` set, its ``bases/smollm2`` (the cache the product uses, reused across
-    runs: ~3 s warm). Otherwise a session temporary folder, built once (~20 s, ~550 MB) and removed
-    at the end, so a test run never writes into the user's real ``~/.adapterhub``.
-    """
-    if os.environ.get("ADAPTERHUB_HOME"):
-        from adapterhub.models.causal import default_cache_dir
-
-        yield default_cache_dir()
-        return
-    root = tmp_path_factory.mktemp("smollm2-base")
-    try:
-        yield root / "smollm2"
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    return default_cache_dir()
 
 
 @pytest.mark.slow
