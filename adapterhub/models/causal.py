@@ -149,8 +149,9 @@ def _build_cache(cache_dir: Path) -> None:
             del model.config.quantization_config
         if hasattr(model.config, "_name_or_path"):
             model.config._name_or_path = SMOLLM2_ID
-        model.save_pretrained(str(staging), safe_serialization=True)
-        tokenizer.save_pretrained(str(staging))
+        with _quiet_transformers():
+            model.save_pretrained(str(staging), safe_serialization=True)
+            tokenizer.save_pretrained(str(staging))
         try:
             os.rename(staging, cache_dir)
         except OSError:  # another process built it first: keep theirs
