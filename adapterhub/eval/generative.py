@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from adapterhub.errors import IncompatibleAdaptersError
+from adapterhub.errors import IncompatibleAdaptersError, InvalidParameterError
 from adapterhub.eval.evaluate import EvalResult, WeightsInput, score
 from adapterhub.lora import LoraAdapter
 from adapterhub.models.causal import CausalLM
@@ -95,6 +95,10 @@ def evaluate_lm(
         w = torch.as_tensor(weights, dtype=torch.float32) if weights is not None else torch.full(
             (len(adapter_list),), 1.0 / len(adapter_list)
         )
+        if w.shape != (len(adapter_list),):
+            raise InvalidParameterError(
+                f"on a causal LM, weights are one static mixture: ({len(adapter_list)},), got {tuple(w.shape)}"
+            )
     with lora_attached(lm.model, adapter_list, weights=w):
         predicted = predict(lm, task, texts, shots=shots, batch_size=batch_size)
     protocol = GENERATIVE if not shots else f"{GENERATIVE}-{shots}shot"
