@@ -13,3 +13,7 @@ from adapterhub.shard.mos import (
     pools_from_model,
     remove_mos,
 )
+
+# Library packing into shared shard pools (``adapterhub.shard.pack``).
+from adapterhub.shard.pack import PackedLibrary, PackStats, pack_library
+from adapterhub.shard.pack_baselines import int8_quantise, truncate_rank
