@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -38,6 +38,8 @@ from adapterhub.lora.adapter import LoraAdapter
 from adapterhub.lora.config import AdapterConfig
 from adapterhub.lora.module import LoraModule
 from adapterhub.merge.factors import fro_norm
+from adapterhub.shard.pack_io import load_packed
+from adapterhub.shard.pack_types import FORMAT, PackedAdapter, PackedModule, index_dtype, pool_key
 from adapterhub.shard.pack_vectors import (
     canonical_vectors,
     directions,
@@ -48,45 +50,7 @@ from adapterhub.shard.pack_vectors import (
     weighted_kmeans,
 )
 
-FORMAT = "adapterhub.shard.pack/1"
 _RANK_KEYS = ("r", "lora_alpha", "rank_pattern", "alpha_pattern", "use_rslora")
-
-
-def pool_key(path: str, side: str, d: int) -> str:
-    """Pool of a module side: module type, side and vector length (``dense`` layers differ in shape)."""
-    return f"{path.rsplit('.', 1)[-1]}.{side}{d}"
-
-
-def index_dtype(pool_len: int) -> torch.dtype:
-    return torch.uint16 if pool_len <= 65536 else torch.int32
-
-
-@dataclass
-class PackedModule:
-    """One module of a packed adapter: pooled units (indices + coefficients) and private units.
-
-    ``verbatim`` holds the original ``(A, B)`` when every unit is private; then nothing else is used.
-    """
-
-    d_out: int
-    d_in: int
-    scale: float = 1.0
-    verbatim: tuple[torch.Tensor, torch.Tensor] | None = None
-    idx_B: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 1, dtype=torch.long))
-    coef_B: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 1))
-    idx_A: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 1, dtype=torch.long))
-    coef_A: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 1))
-    priv_B: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0))  # (r_priv, d_out)
-    priv_A: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0))  # (r_priv, d_in)
-
-
-@dataclass
-class PackedAdapter:
-    config: AdapterConfig
-    modules: dict[str, PackedModule]
-    extras: dict[str, torch.Tensor]
-    factor_bytes: int  # bytes of the original A and B tensors
-    error: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -418,8 +382,6 @@ class PackedLibrary:
         Raises:
             InvalidAdapterError: unknown format, a missing tensor, a wrong shape, an index outside its pool.
         """
-        from adapterhub.shard.pack_io import load_packed
-
         return load_packed(cls, tensors, meta)
 
 

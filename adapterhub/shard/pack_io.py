@@ -14,6 +14,7 @@ import torch
 
 from adapterhub.errors import InvalidAdapterError
 from adapterhub.lora.config import AdapterConfig
+from adapterhub.shard.pack_types import FORMAT, PackedAdapter, PackedModule, pool_key
 
 if TYPE_CHECKING:
     from adapterhub.shard.pack import PackedLibrary
@@ -28,9 +29,7 @@ def _get(tensors: Mapping[str, torch.Tensor], key: str, shape: tuple[int, ...] |
     return t
 
 
-def load_packed(cls: type["PackedLibrary"], tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> "PackedLibrary":
-    from adapterhub.shard.pack import FORMAT, PackedAdapter, PackedModule, pool_key
-
+def load_packed(cls: type[PackedLibrary], tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> "PackedLibrary":
     if meta.get("format") != FORMAT:
         raise InvalidAdapterError(f"not a packed library (format {meta.get('format')!r}, expected {FORMAT!r})")
     try:
