@@ -47,6 +47,11 @@ ROOT = Path(__file__).resolve().parent.parent
 CHECK_LIMIT = 24
 
 
+def write_text(path: Path, text: str) -> None:
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
 def task_seed(name: str) -> int:
     """One seed per task, fixed by its name: independent initialisations across the library."""
     return zlib.crc32(name.encode()) % 100_000
@@ -64,35 +69,53 @@ def run_task(name: str, args: argparse.Namespace, lm) -> dict:
     zero = evaluate_lm(None, task, lm, limit=args.test_limit)
     few = evaluate_lm(None, task, lm, limit=args.test_limit, shots=FEW_SHOT)
     row["baseline_s"] = round(time.perf_counter() - started, 1)
-    result = train_causal_adapter(
-        lm, task, rank=args.rank, alpha=args.alpha, lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
-        max_steps=args.steps, seed=row["seed"],
-    )
-    row["train_s"] = result.metrics["seconds"]
-    adapter = with_dtype(result.adapter, torch.bfloat16)
+    saved = args.out / name
+    if args.rescore and (saved / "adapter_model.safetensors").is_file():  # scored again, not trained again
+        from adapterhub.lora import LoraAdapter
+
+        adapter, params, losses = LoraAdapter.load(saved), recipe(args, task, row["seed"]), [float("nan")]
+        row["train_s"] = args.rescore.get(name, float("nan"))
+    else:
+        result = train_causal_adapter(
+            lm, task, rank=args.rank, alpha=args.alpha, lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
+            max_steps=args.steps, seed=row["seed"],
+        )
+        row["train_s"] = result.metrics["seconds"]
+        adapter, params, losses = with_dtype(result.adapter, torch.bfloat16), result.params, result.losses
     started = time.perf_counter()
     own = evaluate_lm(adapter, task, lm, limit=args.test_limit)
     validation = evaluate_lm(adapter, task, lm, split="validation", limit=args.validation_limit)
     row["adapter_eval_s"] = round(time.perf_counter() - started, 1)
     row.update(zero_shot=summary(zero), few_shot=summary(few), adapter=summary(own),
-               validation=summary(validation), final_loss=round(result.losses[-1], 4))
+               validation=summary(validation), final_loss=round(losses[-1], 4))
     best_baseline = max(zero.accuracy, few.accuracy)
     row["gain_points"] = round(100 * (own.accuracy - best_baseline), 1)
     row["kept"] = row["gain_points"] >= args.min_gain
     print(json.dumps({k: row[k] for k in ("task", "gain_points", "kept", "train_s")}), flush=True)
     if row["kept"]:
         folder = args.out / name
-        if folder.exists():
-            shutil.rmtree(folder)
-        adapter.save(folder)
+        if not args.rescore:
+            if folder.exists():
+                shutil.rmtree(folder)
+            adapter.save(folder)
         row["check"] = {"split": "test", "limit": CHECK_LIMIT, "dtype": "float32"}  # filled in by main, in fp32
         meta = {"task": name, "base": "smollm2", "kind": task.kind, "instruction": task.instruction,
                 "labels": [{"name": lab.name, "answer": lab.answer} for lab in task.labels],
-                "params": result.params, "metrics": {k: row[k] for k in (
+                "params": params, "metrics": {k: row[k] for k in (
                     "zero_shot", "few_shot", "adapter", "validation", "gain_points", "train_s")},
                 "test_limit": args.test_limit}
-        atomic_write(folder / META_NAME, json.dumps(meta, indent=2) + "\n")
+        write_text(folder / META_NAME, json.dumps(meta, indent=2) + "\n")
     return row
+
+
+def recipe(args: argparse.Namespace, task, seed: int) -> dict:
+    """The training parameters ``train_causal_adapter`` records, for an adapter scored again (``--rescore``)."""
+    from adapterhub.models.causal import LLAMA_TARGET_MODULES
+
+    return {"task": task.name, "protocol": "generative", "rank": args.rank, "alpha": args.alpha,
+            "target_modules": list(LLAMA_TARGET_MODULES), "epochs": args.epochs, "lr": args.lr, "weight_decay": 0.0,
+            "batch_size": args.batch_size, "seed": seed, "max_steps": args.steps, "max_examples": None,
+            "optimizer": "AdamW", "dtype": "bfloat16"}
 
 
 def record_checks(rows: list[dict], out: Path) -> None:
@@ -108,7 +131,7 @@ def record_checks(rows: list[dict], out: Path) -> None:
         row["check"]["accuracy"] = round(result.accuracy, 6)
         meta = json.loads((folder / META_NAME).read_text())
         meta["metrics"]["check"] = row["check"]
-        atomic_write(folder / META_NAME, json.dumps(meta, indent=2) + "\n")
+        write_text(folder / META_NAME, json.dumps(meta, indent=2) + "\n")
 
 
 def write_readme(out: Path, rows: list[dict], args: argparse.Namespace) -> None:
@@ -139,7 +162,7 @@ def write_readme(out: Path, rows: list[dict], args: argparse.Namespace) -> None:
             f"{'yes' if row['kept'] else 'no'} |"
         )
     lines += ["", "Reproduce: `.venv/bin/python scripts/train_smollm2_library.py` (about 4 minutes per task on 2 cores).", ""]
-    atomic_write(out / "README.md", "\n".join(lines))
+    write_text(out / "README.md", "\n".join(lines))
 
 
 def main() -> None:
@@ -156,7 +179,13 @@ def main() -> None:
     parser.add_argument("--validation-limit", type=int, default=100)
     parser.add_argument("--min-gain", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--rescore", type=Path, default=None, metavar="LOG",
+                        help="score saved adapters again instead of training them (train seconds read from the "
+                             "JSON lines of an earlier run's LOG)")
     args = parser.parse_args()
+    if args.rescore:
+        lines = [json.loads(x) for x in args.rescore.read_text().splitlines() if x.startswith('{"task"')]
+        args.rescore = {x["task"]: x["train_s"] for x in lines}
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -172,7 +201,7 @@ def main() -> None:
         previous = {r["task"]: r for r in json.loads(index.read_text())["tasks"]}
     previous.update({r["task"]: r for r in rows})
     ordered = [previous[n] for n in list_tasks(None) if n in previous]
-    atomic_write(index, json.dumps({"base": "smollm2", "tasks": ordered}, indent=2) + "\n")
+    write_text(index, json.dumps({"base": "smollm2", "tasks": ordered}, indent=2) + "\n")
     write_readme(args.out, ordered, args)
 
 
