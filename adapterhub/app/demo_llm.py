@@ -45,7 +45,7 @@ def generative_section(
         ``{"base", "per_task", "tasks": {task: {"zero_shot", "own", "merged"}}, "mean", "seconds"}``,
         or ``{"skipped": reason}`` when the library or the base model is not installed.
     """
-    from adapterhub.errors import BaseModelNotFoundError
+    from adapterhub.models.base import BaseModelNotFoundError
     from adapterhub.lora import LoraAdapter
     from adapterhub.merge.lego import DEFAULT_OUTPUT_REWEIGHT
 

@@ -249,7 +249,9 @@ def demo(
     library, merges all of them into one rank-8 adapter with LoRA-LEGO and with each baseline
     method, scores each merge on every task's test split beside zero-shot and the individual
     adapters, and writes a table and a plot. Then routes a mixed stream of test queries without
-    their task name (prototype router) and scores the routed mixtures beside each own adapter. About 70 s on 2 cores; --quick about 30 s.
+    their task name (prototype router) and scores the routed mixtures beside each own adapter.
+    Last, three SmolLM2-135M (causal LM) task adapters merged and scored on a small test subset.
+    About 2 minutes on 2 cores (the first run also dequantises SmolLM2 once, ~20 s); --quick about 1 minute.
 
     \b
     Example:
