@@ -176,8 +176,8 @@ def test_train_reports_progress_only_after_its_inputs_are_checked(cli, monkeypat
     def fake_train(self, task, *, name, progress=None, **kwargs):  # noqa: ANN001, ANN202
         progress(f"training {name}...")
         metrics = {"accuracy": 0.5, "macro_f1": 0.5, "zero_shot_accuracy": 0.25}
-        return {"adapter": {"name": name}, "task": task, "metrics": {"test": metrics, "validation": metrics,
-                                                                     "train": {"seconds": 1.0}}}
+        return {"adapter": {"name": name}, "task": task, "protocol": "similarity",
+                "metrics": {"test": metrics, "validation": metrics, "train": {"seconds": 1.0}}}
 
     monkeypatch.setattr(AdapterHub, "train", fake_train)
     trained = cli("train", "--task", "wn_pos", "--name", "acme/t")
