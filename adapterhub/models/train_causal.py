@@ -35,6 +35,28 @@ from adapterhub.tasks import Task, resolve_task
 CausalValidateFn = Callable[[LoraAdapter, CausalLM], Mapping[str, float]]
 
 
+def answer_train_loop(
+    lm: CausalLM,
+    prompts: Sequence[Sequence[int]],
+    targets: Sequence[Sequence[int]],
+    batches: Sequence[Sequence[int]],
+    optimizer: torch.optim.Optimizer,
+) -> list[float]:
+    """One optimizer step per batch of (prompt, answer) pairs on the answer tokens; the loss of every step.
+
+    Shared by every trainer of a causal LM (LoRA here, MoS in ``adapterhub.shard``).
+    """
+    losses: list[float] = []
+    lm.model.train()
+    for idx in batches:
+        loss = answer_loss(lm, [prompts[i] for i in idx], [targets[i] for i in idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 def train_causal_adapter(
     lm: CausalLM,
     task: str | Task,
@@ -85,7 +107,6 @@ def train_causal_adapter(
         "optimizer": "AdamW", "dtype": str(lm.dtype).removeprefix("torch."),
     }
     started = time.perf_counter()
-    losses: list[float] = []
     with torch.random.fork_rng(), restore_on_exit(lm.model), _preserved_training_state(lm.model):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
@@ -93,13 +114,8 @@ def train_causal_adapter(
                     generator=generator)
         _freeze_all_but_lora(lm.model)
         optimizer = _setup_optimizer(lm.model, None, lr=lr, head_lr=lr, weight_decay=weight_decay)
-        lm.model.train()
-        for idx in _batches(len(texts), batch_size, epochs, generator)[:max_steps]:
-            loss = answer_loss(lm, [prompts[i] for i in idx], [targets[i] for i in idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+        batches = _batches(len(texts), batch_size, epochs, generator)[:max_steps]
+        losses = answer_train_loop(lm, prompts, targets, batches, optimizer)
         adapter = extract_adapter(
             lm.model, base_model=lm.base_model_id, target_modules=list(target_modules),
             config_overrides={"task_type": "CAUSAL_LM"},

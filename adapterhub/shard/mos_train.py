@@ -28,7 +28,7 @@ from adapterhub.errors import InvalidParameterError
 from adapterhub.lora import LoraAdapter
 from adapterhub.models.base import BaseModel
 from adapterhub.models.causal import LLAMA_TARGET_MODULES, CausalLM
-from adapterhub.models.lm_scoring import answer_loss
+from adapterhub.models.train_causal import answer_train_loop
 from adapterhub.models.prompts import target_answers, task_messages
 from adapterhub.models.train import (
     DEFAULT_TEMPERATURE,
@@ -84,15 +84,7 @@ def _causal_loop(lm: CausalLM, task: Task, texts: list[str], batches: list[list[
     answers = target_answers(task, "train")[: len(texts)]
     prompts = [lm.prompt_ids(task_messages(task, t)) for t in texts]
     targets = [lm.answer_ids(a) for a in answers]
-    losses = []
-    lm.model.train()
-    for idx in batches:
-        loss = answer_loss(lm, [prompts[i] for i in idx], [targets[i] for i in idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
+    return answer_train_loop(lm, prompts, targets, batches, optimizer)
 
 
 def train_mos_adapter(
