@@ -86,6 +86,10 @@ def train(
 
     spec_base = get_base(base)
     causal = spec_base.kind == "causal_lm"
+    if causal and (base_model is not None or protocol not in ("similarity", "generative")):
+        raise InvalidParameterError(
+            f"--base {spec_base.name} trains its packaged model with instruction prompts: drop --base-model and --protocol"
+        )
     prefix = "" if causal else _check_protocol(protocol)
     protocol = "generative" if causal else protocol
     validate_name(name)

@@ -64,3 +64,10 @@ def test_merge_of_llm_adapters_is_scored_on_each_parent_task_on_the_same_subset(
     for row in data["tasks"]:
         assert row["n"] == 6  # merged, zero-shot and own adapter all on the same 6-example subset
         assert 0.0 <= row["own_accuracy"] <= 1.0 and 0.0 <= row["zero_shot_accuracy"] <= 1.0
+
+
+def test_encoder_only_options_are_refused_on_the_llm(cli, tiny_smollm2) -> None:
+    for extra in (["--protocol", "head"], ["--base-model", "/tmp"]):
+        refused = cli("train", "--base", "smollm2", "--task", "wn_pos", "--name", "acme/x", *extra)
+        assert refused.exit_code == 1 and "drop --base-model and --protocol" in refused.stderr
+    assert cli("list", "--json").stdout.strip() in ("[]", "")
