@@ -379,13 +379,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(app: Any) -> Iterator[str]:
-    """Serve the ASGI ``app`` with uvicorn on 127.0.0.1:<free port> in a background thread; yields
-    the base URL; stops the server after."""
+def live_server(app: Any, *, port: int | None = None) -> Iterator[str]:
+    """Serve the ASGI ``app`` with uvicorn on 127.0.0.1:<port> (default: a free one) in a background
+    thread; yields the base URL; stops the server after."""
     import uvicorn
 
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="off")
+        uvicorn.Config(app, host="127.0.0.1", port=port or free_port(), log_level="warning", lifespan="off")
     )
     thread = threading.Thread(target=server.run, name="adapterhub-test-server", daemon=True)
     thread.start()

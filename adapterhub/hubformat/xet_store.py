@@ -9,13 +9,24 @@ A shard then rebuilds each file it lists into :class:`~adapterhub.hubformat.lfs_
 (through an :class:`~adapterhub.hubformat.lfs_objects.LfsReceiver`, which keeps the file only if
 its sha256 is the one the shard declared): from there the commit takes it exactly as it takes an
 object uploaded through the LFS basic transfer.
+
+The *generation* names the set of xorbs a client may still count on. ``hf_xet`` remembers the
+shards it uploaded, per CAS URL, and later skips every xorb whose chunks such a shard lists,
+assuming the server keeps xorbs forever. This store drops them (``remove_stale``, ``gc``), and a
+new home can come up at a URL an old one had: in both cases a client would send a shard naming
+xorbs that are gone (a 422 it cannot recover from). So the CAS URL carries the generation, a
+random name that is new for every home and changes before any xorb is removed: a client then
+starts a fresh shard cache and uploads every xorb again.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import struct
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,6 +38,8 @@ __all__ = ["XetXorbs"]
 
 _MAGIC = b"AHXORB1\n"
 _COPY = 4 << 20
+_GENERATION_FILE = ".generation"
+GENERATION = re.compile(r"[0-9a-f]{16}")
 
 
 class XetXorbs:
@@ -37,6 +50,24 @@ class XetXorbs:
 
     def path(self, xorb: bytes) -> Path:
         return self.root / hash_hex(xorb)
+
+    def generation(self) -> str:
+        """The current generation (see the module docstring); created on first use."""
+        try:
+            value = (self.root / _GENERATION_FILE).read_text().strip()
+        except FileNotFoundError:
+            value = ""
+        return value if GENERATION.fullmatch(value) else self._new_generation()
+
+    def _new_generation(self) -> str:
+        """Start a new generation (every worker reads the file, so all hand out the new URL)."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        value = secrets.token_hex(8)
+        fd, tmp = tempfile.mkstemp(prefix=".gen-", dir=self.root)
+        with os.fdopen(fd, "w") as f:
+            f.write(value)
+        os.replace(tmp, self.root / _GENERATION_FILE)
+        return value
 
     def has(self, xorb: bytes) -> bool:
         return self.path(xorb).is_file()
@@ -126,5 +157,19 @@ class XetXorbs:
         return True
 
     def remove_stale(self, *, grace_seconds: float = 24 * 3600) -> list[tuple[Path, int]]:
-        """Remove xorbs (and partial writes) untouched for ``grace_seconds``; returns each and its size."""
-        return remove_untouched(self.root, grace_seconds)
+        """Remove xorbs (and partial writes) untouched for ``grace_seconds``; returns each and its size.
+
+        A new generation starts first, so that no client is handed a URL whose cache names them.
+        """
+        cutoff = time.time() - grace_seconds
+        entries = list(self.root.iterdir()) if self.root.is_dir() else []
+        if any(_modified_before(p, cutoff) for p in entries if p.name != _GENERATION_FILE):
+            self._new_generation()
+        return remove_untouched(self.root, grace_seconds, keep=(_GENERATION_FILE,))
+
+
+def _modified_before(path: Path, cutoff: float) -> bool:
+    try:
+        return path.stat().st_mtime < cutoff
+    except FileNotFoundError:
+        return False

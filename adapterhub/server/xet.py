@@ -6,13 +6,15 @@ service the token names. This server is that service too (formats in ``hubformat
 
 - ``GET  /api/models/{ns}/{name}/xet-write-token/{rev}``  write access to the repo required; the
   answer (headers ``X-Xet-Cas-Url``/``-Access-Token``/``-Token-Expiration``, and the same as JSON)
-  names ``{base}/xet`` as the CAS and carries a short-lived token signed with the home's key;
-- ``GET  /xet/v1/chunks/default-merkledb/{hash}``  global deduplication: always 404 (nothing to
-  share), so the client uploads every xorb itself;
-- ``POST /xet/v1/xorbs/default/{hash}``  one xorb (<= 64 MiB), kept only if its chunks hash to
-  its name;
-- ``POST /xet/v1/shards``  the manifest: each file it lists is rebuilt from the xorbs into the
-  received-objects folder under its sha256, kept only if the bytes have that sha256.
+  names ``{base}/xet/{generation}`` as the CAS and carries a short-lived token signed with the
+  home's key (the generation keeps a client's shard cache from naming xorbs this home no longer
+  has: see ``hubformat.xet_store``);
+- ``GET  /xet/{generation}/v1/chunks/default-merkledb/{hash}``  global deduplication: always 404
+  (nothing to share), so the client uploads every xorb itself;
+- ``POST /xet/{generation}/v1/xorbs/default/{hash}``  one xorb (<= 64 MiB), kept only if its
+  chunks hash to its name;
+- ``POST /xet/{generation}/v1/shards``  the manifest: each file it lists is rebuilt from the xorbs
+  into the received-objects folder under its sha256, kept only if the bytes have that sha256.
 
 The commit that follows names each file by sha256 in an ``lfsFile`` line, and takes it from the
 received objects exactly as after an LFS basic-transfer upload (``lfs.lfs_source``).
@@ -37,7 +39,7 @@ from fastapi.responses import JSONResponse
 
 from adapterhub.errors import AuthError, InvalidParameterError, UploadTooLargeError
 from adapterhub.hubformat.xet import MAX_SHARD_BYTES, MAX_XORB_BYTES, hash_from_hex, parse_shard
-from adapterhub.hubformat.xet_store import XetXorbs
+from adapterhub.hubformat.xet_store import GENERATION, XetXorbs
 from adapterhub.server.auth import bearer, hub_of, require_write
 from adapterhub.server.bodylimit import allow_body
 from adapterhub.server.lfs import lfs_objects
@@ -64,7 +66,8 @@ def _issue_token(request: Request, repo_id: str) -> dict[str, Any]:
     expires = int(time.time()) + TOKEN_TTL_SECONDS
     repo = base64.urlsafe_b64encode(repo_id.encode()).decode().rstrip("=")
     token = f"{repo}.{expires}.{_signature(lfs_objects(request).url_key(), repo_id, expires)}"
-    return {"casUrl": f"{str(request.base_url).rstrip('/')}/xet", "accessToken": token, "exp": expires}
+    cas = f"{str(request.base_url).rstrip('/')}/xet/{_xorbs(request).generation()}"
+    return {"casUrl": cas, "accessToken": token, "exp": expires}
 
 
 @router.get("/api/models/{namespace}/{name}/xet-write-token/{revision}")
@@ -79,12 +82,15 @@ async def write_token(namespace: str, name: str, revision: str, request: Request
     return JSONResponse(info, headers=headers)
 
 
-def _check_cas_token(request: Request) -> str:
+def _check_cas_token(request: Request, generation: str) -> str:
     """The repo a CAS request's token was issued for.
 
     Raises:
+        InvalidParameterError: ``generation`` is not one this server could have named.
         AuthError: no token, a forged, altered or expired one (401: the client asks for a new one).
     """
+    if not GENERATION.fullmatch(generation):
+        raise InvalidParameterError("this is not a Xet storage URL this server hands out")
     token = bearer(request) or ""
     repo, _, rest = token.partition(".")
     expires, _, sig = rest.partition(".")
@@ -108,10 +114,10 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-@router.get("/xet/v1/chunks/{prefix}/{chunk}")
-async def chunk_dedup(prefix: str, chunk: str, request: Request) -> JSONResponse:
+@router.get("/xet/{generation}/v1/chunks/{prefix}/{chunk}")
+async def chunk_dedup(generation: str, prefix: str, chunk: str, request: Request) -> JSONResponse:
     """Global deduplication: this hub shares no chunks between uploads, so never a match."""
-    await run_in_threadpool(_check_cas_token, request)
+    await run_in_threadpool(_check_cas_token, request, generation)
     hash_from_hex(chunk)
     return JSONResponse({"error": "chunk not tracked for deduplication"}, status_code=404)
 
@@ -123,10 +129,10 @@ def _gate(request: Request) -> asyncio.Semaphore:
     return gate
 
 
-@router.post("/xet/v1/xorbs/{prefix}/{xorb}")
-async def upload_xorb(prefix: str, xorb: str, request: Request) -> JSONResponse:
+@router.post("/xet/{generation}/v1/xorbs/{prefix}/{xorb}")
+async def upload_xorb(generation: str, prefix: str, xorb: str, request: Request) -> JSONResponse:
     """One xorb; 400 unless its chunks hash to its name (then nothing is kept)."""
-    await run_in_threadpool(_check_cas_token, request)
+    await run_in_threadpool(_check_cas_token, request, generation)
     if prefix != "default":
         raise InvalidParameterError("xorbs are uploaded under the prefix 'default'")
     raw = hash_from_hex(xorb)
@@ -147,10 +153,10 @@ def _register_shard(request: Request, body: bytes) -> int:
     return 1 if any(new) else 0
 
 
-@router.post("/xet/v1/shards")
-async def upload_shard(request: Request) -> JSONResponse:
+@router.post("/xet/{generation}/v1/shards")
+async def upload_shard(generation: str, request: Request) -> JSONResponse:
     """The manifest of an upload: every file it lists is rebuilt and checked against its sha256."""
-    await run_in_threadpool(_check_cas_token, request)
+    await run_in_threadpool(_check_cas_token, request, generation)
     body = await _body(request, MAX_SHARD_BYTES)
     result = await run_in_threadpool(_register_shard, request, body)
     return JSONResponse({"result": result})

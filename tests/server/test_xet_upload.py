@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import filecmp
 import hashlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
 from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
 from peft import PeftModel
 
-from tests.helpers import CallLog, live_server, random_adapter, tiny_bert, write_random_adapter
+from tests.helpers import CallLog, free_port, live_server, random_adapter, tiny_bert, write_random_adapter
 
 REPO = "acme/xet"
 MAX_UPLOAD = 512 << 20
@@ -55,7 +57,8 @@ def test_upload_folder_with_the_default_client_goes_through_xet_byte_exact(serve
     calls = log.take()
     paths = [p for _, p, _ in calls]
     assert f"/api/models/{REPO}/xet-write-token/main" in paths
-    assert any(p.startswith("/xet/v1/xorbs/default/") for p in paths) and "/xet/v1/shards" in paths
+    assert any(re.fullmatch(r"/xet/[0-9a-f]{16}/v1/xorbs/default/[0-9a-f]{64}", p) for p in paths)
+    assert any(re.fullmatch(r"/xet/[0-9a-f]{16}/v1/shards", p) for p in paths)
     assert not [p for p in paths if "/info/lfs/" in p or p.startswith("/api/lfs/")]
     commit = [n for _, p, n in calls if p.endswith("/commit/main")]
     assert len(commit) == 1 and commit[0] < weights.stat().st_size  # the weights are not in the commit
@@ -68,7 +71,7 @@ def test_upload_folder_with_the_default_client_goes_through_xet_byte_exact(serve
 
     # Unchanged files again: the client finds nothing to upload, and no commit is made.
     HfApi(endpoint=url, token=token).upload_folder(repo_id=REPO, folder_path=str(folder))
-    assert not [p for _, p, _ in log.take() if p.startswith("/xet/v1/xorbs/")]
+    assert not [p for _, p, _ in log.take() if "/v1/xorbs/" in p]
     assert [c.commit_id for c in HfApi(endpoint=url, token=token).list_repo_commits(REPO)][0] == info.oid
 
 
@@ -88,7 +91,7 @@ def test_a_200_mb_file_uploads_through_xet(server, tmp_path):
             digest.update(block)
     log.take()
     info = HfApi(endpoint=url, token=token).upload_folder(repo_id=REPO, folder_path=str(folder))
-    xorbs = [n for _, p, n in log.take() if p.startswith("/xet/v1/xorbs/")]
+    xorbs = [n for _, p, n in log.take() if "/v1/xorbs/" in p]
     assert sum(xorbs) > 150 << 20  # the bytes went as xorbs (byte-grouped LZ4 saves ~6% on float noise)
     got = Path(hf_hub_download(REPO, "extra/big.dat", revision=info.oid, endpoint=url, cache_dir=tmp_path / "c"))
     h = hashlib.sha256()
@@ -99,13 +102,44 @@ def test_a_200_mb_file_uploads_through_xet(server, tmp_path):
     assert not [p for p in (home / "uploads" / "lfs").iterdir() if p.name != ".url-key"]  # moved to blobs
 
 
-def test_gc_removes_xorbs(server):
-    _, hub, home, _, _ = server
+def _cas_url(url: str, token: str) -> str:
+    answer = httpx.get(f"{url}/api/models/{REPO}/xet-write-token/main", headers={"Authorization": f"Bearer {token}"})
+    return answer.json()["casUrl"]
+
+
+def test_gc_removes_xorbs_and_the_client_uploads_them_again(server, tmp_path):
+    """``hf_xet`` remembers the xorbs it sent per CAS URL; after gc it must not count on them."""
+    url, hub, home, token, _ = server
     xet = home / "uploads" / "xet"
-    assert [p for p in xet.iterdir()]  # the earlier uploads' xorbs are kept for a while
-    assert hub.gc(grace_seconds=3600)["staging"] == []
+    folder = write_random_adapter(tmp_path / "g", seed=8)
+    api = HfApi(endpoint=url, token=token)
+    api.upload_folder(repo_id=REPO, folder_path=str(folder), path_in_repo="g")
+    assert [p for p in xet.iterdir() if not p.name.startswith(".")]  # xorbs are kept for a while
+    before = _cas_url(url, token)
+    assert hub.gc(grace_seconds=3600)["staging"] == [] and _cas_url(url, token) == before
     freed = hub.gc(grace_seconds=0)["staging"]
-    assert freed and not list(xet.iterdir())
+    assert freed and not [p for p in xet.iterdir() if not p.name.startswith(".")]
+    assert _cas_url(url, token) != before  # a new generation: the client's shard cache starts empty
+    # the same bytes again, as a new file: the client sends every xorb again (a 422 before the fix)
+    api.upload_folder(repo_id=REPO, folder_path=str(folder), path_in_repo="g2")
+    got = Path(hf_hub_download(REPO, "g2/adapter_model.safetensors", endpoint=url, cache_dir=tmp_path / "c"))
+    assert filecmp.cmp(got, folder / "adapter_model.safetensors", shallow=False)
+
+
+def test_a_new_home_at_the_same_address_gets_every_xorb(online, tmp_path):
+    """A server reset (new home, same host and port): the client's memory of the old one is no use."""
+    from adapterhub.app import AdapterHub
+    from adapterhub.server import create_app
+
+    folder = write_random_adapter(tmp_path / "a", seed=9)
+    port = free_port()
+    for k in range(2):
+        with AdapterHub(tmp_path / f"home{k}") as hub:
+            token = hub.create_token(name="acme")["token"]
+            with live_server(create_app(hub, max_upload_bytes=MAX_UPLOAD), port=port) as url:
+                HfApi(endpoint=url, token=token).create_repo("acme/again")
+                HfApi(endpoint=url, token=token).upload_folder(repo_id="acme/again", folder_path=str(folder))
+                assert hub.catalog.get("acme/again").digest
 
 
 def test_weights_are_torch_equal_after_the_round_trip(server, tmp_path):
