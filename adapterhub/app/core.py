@@ -10,6 +10,7 @@ facade, and every cache or lock the services share is declared once, with its ty
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from adapterhub.settings import Settings, load_settings, prepare_home
 from adapterhub.store import BlobStore, Catalog
@@ -34,6 +35,10 @@ class HubCore:
         # evaluation: the base model's accuracy per (base model, task, protocol, split); it never
         # changes, and every merged adapter's report needs it
         self.zero_shot_cache: dict[tuple[str, str, str, str], float] = {}
+        # shards: packed libraries loaded from their pool blobs (pool digest -> PackedLibrary), a
+        # few at a time; a packed adapter's weights are rebuilt from one when its blob is missing
+        # (``AdapterHub`` sets ``blobs.materialiser`` to ``shards.materialise``)
+        self.shard_libraries: dict[str, Any] = {}
 
     def close(self) -> None:
         """Release the catalog's connections."""

@@ -10,9 +10,11 @@ one service module, and one line per method here.
 
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
 from typing import Any
 
-from adapterhub.app import access, evaluation, ingest, merging, mhr, repos, routing, sync, tokens
+from adapterhub.app import access, evaluation, ingest, merging, mhr, repos, routing, shards, sync, tokens
 from adapterhub.app.core import HubCore
 from adapterhub.errors import AdapterNotFoundError
 from adapterhub.hubformat import UploadStaging
@@ -33,6 +35,11 @@ class AdapterHub(HubCore):
         >>> hub.add("./my-lora", "acme/sql-lora", task="text-to-sql")
     """
 
+    def __init__(self, home: str | Path | None = None, database_url: str | None = None) -> None:
+        super().__init__(home, database_url)
+        # a packed adapter's weights blob is rebuilt from its shard pool when a read misses it
+        self.blobs.materialiser = partial(shards.materialise, self)
+
     # ---------------------------------------------------------------- writes: one path (ingest)
     add = ingest.add
     add_adapter = ingest.add_adapter
@@ -47,6 +54,10 @@ class AdapterHub(HubCore):
     route = routing.route
     train_mhr = mhr.train_mhr
     train = evaluation.train
+    shard_pack = shards.pack
+    shard_unpack = shards.unpack
+    shard_stats = shards.stats
+    shard_verify = shards.verify_packed
     evaluate_adapter = evaluation.evaluate_adapter
 
     # ---------------------------------------------------------------- hub: client, server, tokens
@@ -92,7 +103,10 @@ class AdapterHub(HubCore):
         return self.catalog.list(base_model=base_model, task=task, tag=tag, query=query, limit=limit)
 
     def show(self, name: str) -> dict[str, Any]:
-        """Everything known about one adapter: record, lineage, metrics, revisions."""
+        """Everything known about one adapter: record, lineage, metrics, revisions, and how its
+        weights are stored (``storage``: a plain blob, or packed: pool blob, error, bytes)."""
+        # TODO(lead): add the MoS form when ``adapterhub.app.mos_training.mos_form(core, record)``
+        # lands (issue 12): ``"mos": mos_training.mos_form(self, record)`` beside ``storage``.
         record = self.catalog.get(name)
         return {
             **record.to_dict(),
@@ -100,6 +114,7 @@ class AdapterHub(HubCore):
             "children": sorted({c.child_name for c in self.catalog.descendants(name) if c.child_name}),
             "metrics": [m.to_dict() for m in self.catalog.metrics(name)],
             "revisions": [r.to_dict() for r in self.catalog.revisions(name)],
+            "storage": shards.storage(self, record),
         }
 
     def remove(self, name: str) -> AdapterRecord:
@@ -146,8 +161,11 @@ class AdapterHub(HubCore):
         blob and committing its row, or still receiving an upload. Use 0 only when nothing else
         writes to this home (this process's own uploads in progress are kept even then).
         """
-        routing.prune(self, self.catalog.referenced_digests() | repos.referenced_digests(self))
-        result = self.blobs.gc(self._referenced_digests(), grace_seconds=grace_seconds)
+        live = self.catalog.referenced_digests() | repos.referenced_digests(self) | shards.pool_digests(self)
+        routing.prune(self, live)
+        # a packed adapter's weights are rebuilt on the next read: dropped once unused for the grace period
+        referenced = self._referenced_digests() - shards.rebuildable_digests(self)
+        result = self.blobs.gc(referenced, grace_seconds=grace_seconds)
         staging = UploadStaging.remove_stale(self.settings.home / "uploads", grace_seconds=grace_seconds)
         staging += LfsObjects(self.settings.home / "uploads" / "lfs").remove_stale(grace_seconds=grace_seconds)
         staging += XetXorbs(self.settings.home / "uploads" / "xet").remove_stale(grace_seconds=grace_seconds)
@@ -159,12 +177,18 @@ class AdapterHub(HubCore):
         }
 
     def verify(self) -> dict[str, list[str]]:
-        """Check every referenced blob exists and hashes to its digest."""
+        """Check every referenced blob exists and hashes to its digest.
+
+        Shard pool blobs are checked like any blob; a packed adapter's weights may be missing (they
+        are rebuilt from their pool on read; ``shard_verify`` rebuilds and checks every one).
+        """
         bad: list[str] = []
         missing: list[str] = []
+        rebuildable = shards.rebuildable_digests(self)
         for digest in sorted(self._referenced_digests()):
             if not self.blobs.has(digest):
-                missing.append(digest)
+                if digest not in rebuildable:
+                    missing.append(digest)
             elif not self.blobs.verify(digest):
                 bad.append(digest)
         return {"missing": missing, "corrupt": bad}

@@ -238,7 +238,7 @@ def received_weights(
         raise
 
 
-def _content_fields(adapter: LoraAdapter) -> dict[str, object]:
+def content_fields(adapter: LoraAdapter) -> dict[str, object]:
     """The catalog columns that follow an adapter's content (they change with each revision)."""
     ranks = adapter.ranks()
     return {
@@ -293,7 +293,7 @@ def store_new(
             source_repo=source_repo,
             source_revision=source_revision,
             created=datetime.now(timezone.utc),
-            **_content_fields(adapter),  # type: ignore[arg-type]
+            **content_fields(adapter),  # type: ignore[arg-type]
         )
         with core.catalog.transaction() as tx:
             stored = tx.add(record, lineage, message=f"{operation}: {source}" if source else operation)
@@ -343,7 +343,7 @@ def store_revision(
                 message=message,
                 expected_head=expected_head,
                 source_revision=source_revision,
-                **_content_fields(adapter),  # type: ignore[arg-type]
+                **content_fields(adapter),  # type: ignore[arg-type]
                 **extra,
             )
             if about is not None:
@@ -430,15 +430,20 @@ def add_metrics(core: HubCore, name: str, metrics: Mapping[str, float], *, task:
 
 
 def load(core: HubCore, name: str, *, verify: bool = False) -> LoraAdapter:
-    """The stored adapter, read lazily from its blob (``verify``: re-hash the blob first)."""
+    """The stored adapter, read lazily from its blob (``verify``: re-hash the blob first).
+
+    A packed adapter's blob is rebuilt from its shard pool first when it is missing
+    (``BlobStore.local_path``; ``BlobCorruptError`` naming the adapter and pool if it cannot be).
+    """
     record = core.catalog.get(name)
+    path = core.blobs.local_path(record.digest)  # a packed adapter's weights are rebuilt here
     if verify and not core.blobs.verify(record.digest):
         raise BlobCorruptError(
             f"blob of '{name}' does not match its digest {record.digest}; the blob store is corrupt"
         )
     from adapterhub.lora import LoraAdapter
 
-    return LoraAdapter.from_files(AdapterConfig(record.config), core.blobs.path(record.digest), validate=False)
+    return LoraAdapter.from_files(AdapterConfig(record.config), path, validate=False)
 
 
 def _check_export_folder(folder: Path, *, force: bool) -> None:

@@ -23,6 +23,7 @@ from adapterhub.app.ingest import ExtraFile, store_new, store_revision
 from adapterhub.errors import (
     AdapterExistsError,
     AdapterNotFoundError,
+    BlobNotFoundError,
     CommitConflictError,
     EntryNotFoundError,
     HubRevisionNotFoundError,
@@ -183,6 +184,15 @@ def _generated(path: str, content: bytes) -> HubFile:
     return HubFile(path, len(content), hashlib.sha256(content).hexdigest(), content=content)
 
 
+def _weights_path(core: HubCore, digest: str) -> Path:
+    """The weights blob; a packed adapter's is rebuilt from its shard pool first. A blob that is
+    simply missing keeps its path: ``resolve`` reports it when the file is asked for."""
+    try:
+        return core.blobs.local_path(digest)
+    except BlobNotFoundError:
+        return core.blobs.path(digest)
+
+
 def snapshot(core: HubCore, repo_id: str, revision: str = "main") -> HubSnapshot:
     """The files of one revision of a repo, as the hub server serves them.
 
@@ -204,7 +214,7 @@ def snapshot(core: HubCore, repo_id: str, revision: str = "main") -> HubSnapshot
         raise HubRevisionNotFoundError(repo_id, revision) from None
     files = {
         CONFIG_NAME: _generated(CONFIG_NAME, AdapterConfig(rev.config).to_json().encode()),
-        WEIGHTS_NAME: HubFile(WEIGHTS_NAME, rev.size, rev.digest, blob_path=core.blobs.path(rev.digest)),
+        WEIGHTS_NAME: HubFile(WEIGHTS_NAME, rev.size, rev.digest, blob_path=_weights_path(core, rev.digest)),
     }
     for f in hub_catalog.revision_files(core.catalog, repo_id, rev.revision):  # uploaded bytes win
         files[f.path] = HubFile(f.path, f.size, f.digest, blob_path=core.blobs.path(f.digest))

@@ -20,13 +20,14 @@ import re
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from adapterhub.errors import BlobNotFoundError, DigestMismatchError, InvalidParameterError
+from adapterhub.errors import BlobCorruptError, BlobNotFoundError, DigestMismatchError, InvalidParameterError
 from adapterhub.files import CHUNK, TMP_PREFIX, fsync_dir, sha256_file
 
 __all__ = ["BlobStore", "BlobWriter", "GcResult", "validate_digest"]
@@ -176,6 +177,10 @@ class BlobStore:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         self.base = self.root / "sha256"
+        # Rebuilds a blob that is not stored but can be derived (a packed adapter's weights, from
+        # its shard pool): digest -> its bytes, or None when it knows no way. Set by the layer that
+        # knows how (``app.core.HubCore``); the store itself knows nothing of what blobs mean.
+        self.materialiser: Callable[[str], bytes | None] | None = None
 
     def __repr__(self) -> str:
         return f"BlobStore({str(self.root)!r})"
@@ -309,16 +314,60 @@ class BlobStore:
 
     # -- reading ----------------------------------------------------------------------------------
 
-    def open(self, digest: str) -> BinaryIO:
-        """A binary read stream of the blob (the caller closes it).
+    def _materialise(self, digest: str) -> Path:
+        """Store a missing blob rebuilt by ``materialiser``, through the verifying writer.
 
         Raises:
-            BlobNotFoundError: not stored.
+            BlobNotFoundError: no materialiser, or it does not know the digest.
+            BlobCorruptError: the rebuilt bytes do not hash to ``digest`` (nothing is stored).
+        """
+        path = self.path(digest)
+        data = self.materialiser(digest) if self.materialiser is not None else None
+        if data is None:
+            raise BlobNotFoundError(digest, path)
+        try:
+            self.put_bytes(data, digest)
+        except DigestMismatchError as e:
+            raise BlobCorruptError(
+                f"blob {digest} was rebuilt from its source but hashes to {e.actual}; its source "
+                "(e.g. a shard pool) is corrupt or was written by another version; run `adapterhub verify`"
+            ) from None
+        return path
+
+    def local_path(self, digest: str) -> Path:
+        """The path of a stored blob, rebuilt first by ``materialiser`` when it is missing.
+
+        Each call refreshes the blob's mtime: a blob that can be rebuilt is dropped by ``gc``
+        only once it has not been used for the grace period.
+
+        Raises:
+            BlobNotFoundError: not stored and cannot be rebuilt.
+            BlobCorruptError: rebuilt bytes that do not match the digest.
+        """
+        path = self.path(digest)
+        if path.is_file():
+            with suppress(OSError):  # a read-only store still reads
+                os.utime(path)
+            return path
+        return self._materialise(digest)
+
+    def open(self, digest: str) -> BinaryIO:
+        """A binary read stream of the blob (the caller closes it); rebuilt first when missing and
+        ``materialiser`` can (see ``local_path``).
+
+        Raises:
+            BlobNotFoundError: not stored and cannot be rebuilt.
+            BlobCorruptError: rebuilt bytes that do not match the digest.
         """
         path = self.path(digest)
         try:
             return open(path, "rb")
         except FileNotFoundError:
+            pass
+        self._materialise(digest)
+        try:
+            return open(path, "rb")
+        except FileNotFoundError:  # removed again at once (a concurrent gc with grace 0)
             raise BlobNotFoundError(digest, path) from None
 
     def size(self, digest: str) -> int:

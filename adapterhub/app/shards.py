@@ -1,0 +1,395 @@
+"""Packing the catalog into shared shard pools (issue 12, item 2): pack, unpack, stats, reads.
+
+``pack(base_model)`` packs every catalog adapter of one base into one library
+(``shard.pack.pack_library``), stored as one pool blob (``shard_pools``). What each packed entry's
+weights *are* afterwards is the library's reconstruction, serialised canonically: with an
+unlimited private budget it is the original (same bytes, same digest); otherwise it is lossy, its
+digest differs, and the pack records it as a new revision of the entry (message ``shard-pack``,
+with the error), so the catalog never claims bytes it cannot give. Then the original weight blobs
+are deleted (that is the saving) unless ``keep_originals``.
+
+Reads stay as they were: a packed adapter's blob is simply missing, and ``BlobStore`` asks
+``materialise`` (set up by ``HubCore``) to rebuild it, then checks the bytes against the digest.
+Rebuilding is bitwise deterministic (gathers and elementwise products, no matmul), so the check
+holds. ``gc`` may drop such rebuilt blobs again after its grace period.
+
+A second run packs only the adapters added since, with ``PackedLibrary.add`` (appending to the
+pools never moves an existing entry, so the other adapters' bytes are unchanged); ``repack`` packs
+everything again from the current weights.
+
+Every operation writes its pool blob first, then all its rows (revisions, artifact rows of
+``store.shard_rows``) in one catalog transaction; originals are deleted only after the commit. A
+crash leaves at most unreferenced blobs, which ``gc`` removes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from adapterhub.app import shard_pools
+from adapterhub.app.core import HubCore
+from adapterhub.app.ingest import content_fields, load
+from adapterhub.errors import IncompatibleAdaptersError, InvalidParameterError
+from adapterhub.store import AdapterRecord
+from adapterhub.store.artifacts import ArtifactRecord, find_artifact
+from adapterhub.store.shard_rows import LIBRARY, ORIGINAL, PACKED, delete_rows, head_digests, names_with_digest, put_rows, rows
+
+DEFAULTS: dict[str, Any] = {"pool_size": 256, "private_budget": 0.0, "shards_per_vector": 1, "seed": 0, "max_error": None}
+
+
+def _check_parameters(params: dict[str, Any]) -> None:
+    """One-line errors for bad parameters, before anything is read."""
+    if params.get("pool_size") is not None and (isinstance(params["pool_size"], bool) or params["pool_size"] < 1):
+        raise InvalidParameterError(f"--pool-size must be a positive number of shards per pool, got {params['pool_size']}")
+    budget = params.get("private_budget")
+    if budget is not None and not (budget >= 0):
+        raise InvalidParameterError(f"--private-budget must be >= 0 bytes (inf: exact), got {budget}")
+    if params.get("shards_per_vector") is not None and params["shards_per_vector"] < 1:
+        raise InvalidParameterError(f"--shards-per-vector must be >= 1, got {params['shards_per_vector']}")
+    if params.get("max_error") is not None and not (params["max_error"] >= 0):
+        raise InvalidParameterError(f"--max-error must be >= 0, got {params['max_error']}")
+
+
+def _stored_parameters(provenance: dict[str, Any]) -> dict[str, Any]:
+    params = dict(provenance.get("parameters", {}))
+    if params.get("private_budget", 0) is None:  # JSON has no infinity
+        params["private_budget"] = math.inf
+    return params
+
+
+def _parameters(given: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
+    """The parameters of this pack: the library's own on an incremental run (a different value
+    given is refused: it would need a repack), else the given ones over the defaults."""
+    if stored is None:
+        return {k: given[k] if given.get(k) is not None else v for k, v in DEFAULTS.items()}
+    for key, value in given.items():
+        if value is not None and key in stored and stored[key] != value:
+            raise InvalidParameterError(
+                f"the library was packed with {key.replace('_', '-')}={stored[key]}, not {value}; "
+                "pass --repack to pack everything again with new parameters"
+            )
+    return {**DEFAULTS, **stored, **{k: v for k, v in given.items() if v is not None and k not in stored}}
+
+
+def _select(core: HubCore, base_model: str, names: Sequence[str] | None) -> list[AdapterRecord]:
+    if names:
+        records = [core.catalog.get(n) for n in names]
+        other = [r for r in records if r.base_model != base_model]
+        if other:
+            raise IncompatibleAdaptersError(
+                "one base per pack: " + ", ".join(f"'{r.name}' is for base '{r.base_model}'" for r in other)
+                + f", not '{base_model}'; pack each base separately"
+            )
+        return sorted({r.name: r for r in records}.values(), key=lambda r: r.name)
+    records = core.catalog.list(base_model=base_model)
+    if not records:
+        raise InvalidParameterError(f"no catalog adapter has base model '{base_model}'; see `adapterhub list --json`")
+    return records
+
+
+def library_of(core: HubCore, base_model: str) -> tuple[ArtifactRecord | None, dict[str, Any]]:
+    """The library row of a base (or None) and its provenance (read from the pool blob's header)."""
+    row = rows(core.catalog, LIBRARY).get(base_model)
+    if row is None:
+        return None, {}
+    try:
+        _, _, provenance = shard_pools.read_header(core.blobs.path(row.digest))
+    except (OSError, ValueError):  # missing or corrupt: reads say so when they load it
+        provenance = {}
+    return row, provenance
+
+
+def pack(
+    core: HubCore,
+    base_model: str,
+    *,
+    adapters: Sequence[str] | None = None,
+    pool_size: int | None = None,
+    private_budget: float | None = None,
+    shards_per_vector: int | None = None,
+    seed: int | None = None,
+    max_error: float | None = None,
+    keep_originals: bool = False,
+    repack: bool = False,
+) -> dict[str, Any]:
+    """Pack the catalog adapters of ``base_model`` into its shared shard pools.
+
+    Args:
+        base_model: the base whose adapters are packed (one base per library).
+        adapters: pack only these entries (all of ``base_model``); default: every entry of the base.
+        pool_size, private_budget, shards_per_vector, seed: as ``shard.pack.pack_library``
+            (defaults 256, 0, 1, 0); on an incremental run the library's own (a different value is
+            refused unless ``repack``).
+        max_error: on an incremental run, the error over which ``PackedLibrary.add`` grows the
+            pools (default: the worst error already packed).
+        keep_originals: keep the original weight blobs (no storage saved until they are removed).
+        repack: pack every adapter of the base again, from its current weights.
+
+    Returns:
+        A summary: base, pool blob, the adapters packed now with their errors and digests, stats.
+
+    Raises:
+        InvalidParameterError: bad parameters, no adapter of that base.
+        IncompatibleAdaptersError: an adapter of another base, or with other module shapes.
+        BlobCorruptError: the current library's pool blob cannot be read.
+    """
+    given = {"pool_size": pool_size, "private_budget": private_budget, "shards_per_vector": shards_per_vector,
+             "seed": seed, "max_error": max_error}
+    _check_parameters(given)
+    records = _select(core, base_model, adapters)
+    current, provenance = library_of(core, base_model)
+    packed = rows(core.catalog, PACKED)
+    mine = current.digest if current is not None else None
+    if repack:
+        todo = [r for r in records if r.digest not in packed or packed[r.digest].digest == mine]
+    else:
+        todo = [r for r in records if r.digest not in packed]
+    params = _parameters(given, None if current is None or repack else _stored_parameters(provenance))
+    if not todo:
+        return {"base_model": base_model, "pool_digest": mine, "packed": [], "message": "nothing new to pack"}
+    groups: dict[str, list[AdapterRecord]] = {}
+    for r in todo:
+        groups.setdefault(r.digest, []).append(r)
+    first = {digest: group[0].name for digest, group in groups.items()}  # the engine names an adapter by its entry
+    sources = {first[d]: load(core, first[d]) for d in sorted(groups)}
+    from adapterhub.shard import pack_library
+
+    if current is None or repack:
+        library = pack_library(
+            sources, pool_size=params["pool_size"], private_budget=params["private_budget"],
+            shards_per_vector=params["shards_per_vector"], seed=params["seed"],
+        )
+        entries: dict[str, Any] = {}
+    else:
+        library = shard_pools.load_library(core, current.digest, what=f"the library of '{base_model}'", cached=False)
+        for name in sorted(sources):
+            library.add(name, sources[name], max_error=params["max_error"])
+        entries = dict(provenance.get("adapters", {}))
+    new: dict[str, tuple[str, int, Any]] = {}  # original digest -> (digest, size, reconstruction)
+    for original, name in sorted(first.items()):
+        rebuilt = library.unpack(name)
+        data = shard_pools.weights_bytes(rebuilt)
+        new[original] = (shard_pools.digest_of(data), len(data), rebuilt)
+        pa = library.adapters.pop(name)
+        library.adapters.setdefault(new[original][0], pa)
+        exact = new[original][0] == original  # the engine's error is float noise then: same bytes
+        entries[new[original][0]] = {"names": [r.name for r in groups[original]], "original_digest": original,
+                                     "original_size": groups[original][0].size, "error": 0.0 if exact else pa.error}
+    budget = params["private_budget"]
+    record_params = {**params, "private_budget": None if math.isinf(budget) else budget}
+    provenance = {"base_model": base_model, "parameters": record_params, "adapters": entries, "previous_pool": mine}
+    data = shard_pools.pool_bytes(library, provenance)
+    _check_rebuilds(data, {d: size for d, size, _ in new.values()})
+    pool_digest, pool_size_bytes = core.blobs.put_bytes(data)
+    sizes = {d: row.size for d, row in packed.items() if row.digest == mine}
+    sizes.update({d: size for d, size, _ in new.values()})
+    try:
+        with core.catalog.transaction() as tx:
+            for original, (digest, size, rebuilt) in sorted(new.items()):
+                if digest == original:
+                    continue
+                message = f"shard-pack: pool {pool_digest[:12]}, error {entries[digest]['error']:.3g}"
+                for r in groups[original]:
+                    tx.add_revision(r.name, digest=digest, size=size, config=rebuilt.config.raw, message=message,
+                                    expected_head=r.revision, **content_fields(rebuilt))  # type: ignore[arg-type]
+            stale = [d for d, row in packed.items() if row.digest == mine and d not in library.adapters]
+            delete_rows(tx, PACKED, stale)
+            put_rows(tx, [ArtifactRecord(LIBRARY, base_model, pool_digest, pool_digest, pool_size_bytes)])
+            put_rows(tx, [ArtifactRecord(PACKED, d, d, pool_digest, sizes.get(d, 0)) for d in library.adapters])
+            put_rows(tx, [ArtifactRecord(ORIGINAL, o, d, d, groups[o][0].size) for o, (d, _, _) in new.items() if d != o])
+    except BaseException:
+        if pool_digest != mine and not _pool_referenced(core, pool_digest):
+            core.blobs.delete(pool_digest)
+        raise
+    if mine is not None and mine != pool_digest:
+        shard_pools.forget(core, mine)
+    if not keep_originals:
+        _drop_originals(core, {o: d for o, (d, _, _) in new.items()})
+    summary = stats(core, base_model)[0]
+    summary["packed"] = [
+        {"names": entries[d]["names"], "digest": d, "original_digest": o, "error": entries[d]["error"], "exact": d == o}
+        for o, (d, _, _) in sorted(new.items())
+    ]
+    return summary
+
+
+def _check_rebuilds(data: bytes, expected: dict[str, int]) -> None:
+    """Rebuild every newly packed adapter from the pool bytes as they will be stored: each must
+    give the digest the catalog is about to record (a failure here is a bug; nothing is written)."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="adapterhub-pack-") as tmp:
+        path = Path(tmp) / "pool.safetensors"
+        path.write_bytes(data)
+        library = shard_pools._parse(path)
+        for digest in expected:
+            again = shard_pools.digest_of(shard_pools.weights_bytes(library.unpack(digest)))
+            if again != digest:
+                raise RuntimeError(f"packed adapter {digest} does not rebuild to the same bytes ({again}); not stored")
+
+
+def _pool_referenced(core: HubCore, pool_digest: str) -> bool:
+    return any(row.digest == pool_digest for kind in (LIBRARY, PACKED) for row in rows(core.catalog, kind).values())
+
+
+def _drop_originals(core: HubCore, replaced: dict[str, str]) -> None:
+    """Delete the original weight blobs of adapters just packed, where nothing else needs them:
+    an exact pack's blob can be rebuilt (same digest); a lossy pack's original is still needed by
+    an entry of another base with the same weights, or by a revision file."""
+    heads = head_digests(core.catalog)
+    from adapterhub.store.hub_catalog import file_digest_in_use
+
+    for original, digest in replaced.items():
+        if digest == original or (original not in heads and not file_digest_in_use(core.catalog, original)):
+            core.blobs.delete(original)
+
+
+def unpack(core: HubCore, name: str) -> dict[str, Any]:
+    """Store a packed adapter as a plain blob again and drop it from its packed library.
+
+    Its weights stay the reconstruction (the head's digest does not change). Every other entry
+    with the same weights is unpacked with it (they share one blob).
+
+    Raises:
+        AdapterNotFoundError: no such entry.
+        InvalidParameterError: the entry is not packed.
+        BlobCorruptError: its pool cannot be read (it cannot be rebuilt).
+    """
+    record = core.catalog.get(name)
+    row = find_artifact(core.catalog, PACKED, record.digest)
+    if row is None:
+        raise InvalidParameterError(f"'{name}' is not packed (its weights are a plain blob); nothing to unpack")
+    core.blobs.local_path(record.digest)  # rebuilt and checked now; kept, since no row says it is rebuildable
+    library_rows = [r for r in rows(core.catalog, LIBRARY).values() if r.digest == row.digest]
+    base = library_rows[0].key if library_rows else None
+    _, provenance = library_of(core, base) if base else (None, {})
+    library = shard_pools.load_library(core, row.digest, what=f"adapter '{name}'", cached=False)
+    library.adapters.pop(record.digest, None)
+    provenance.get("adapters", {}).pop(record.digest, None)
+    pool_digest = None
+    if library.adapters and base is not None:
+        provenance["previous_pool"] = row.digest
+        pool_digest, pool_size = core.blobs.put_bytes(shard_pools.pool_bytes(library, provenance))
+    sizes = {d: r.size for d, r in rows(core.catalog, PACKED).items() if r.digest == row.digest}
+    try:
+        with core.catalog.transaction() as tx:
+            delete_rows(tx, PACKED, [record.digest])
+            if pool_digest is None:
+                delete_rows(tx, PACKED, sizes)
+                if base is not None:
+                    delete_rows(tx, LIBRARY, [base])
+            else:
+                put_rows(tx, [ArtifactRecord(LIBRARY, base, pool_digest, pool_digest, pool_size)])  # type: ignore[arg-type]
+                put_rows(tx, [ArtifactRecord(PACKED, d, d, pool_digest, sizes.get(d, 0)) for d in library.adapters])
+    except BaseException:
+        if pool_digest is not None and not _pool_referenced(core, pool_digest):
+            core.blobs.delete(pool_digest)
+        raise
+    shard_pools.forget(core, row.digest)
+    return {"name": name, "digest": record.digest, "size": core.blobs.size(record.digest), "pool_digest": pool_digest,
+            "names": names_with_digest(core.catalog, record.digest)}
+
+
+def materialise(core: HubCore, digest: str) -> bytes | None:
+    """``BlobStore.materialiser``: the weights of a packed adapter rebuilt from its pool, or None
+    when ``digest`` is not a packed adapter's."""
+    row = find_artifact(core.catalog, PACKED, digest)
+    if row is None:
+        return None
+    names = names_with_digest(core.catalog, digest)
+    what = f"adapter '{names[0]}'" if names else f"weights {digest}"
+    return shard_pools.rebuild(core, digest, row.digest, what=what)
+
+
+def rebuildable_digests(core: HubCore) -> set[str]:
+    """Blobs ``gc`` may drop although rows reference them: packed adapters' weights (rebuilt on
+    the next read) and the originals a lossy pack replaced (no head needs them any more)."""
+    originals = set(rows(core.catalog, ORIGINAL)) - head_digests(core.catalog)
+    return set(rows(core.catalog, PACKED)) | originals
+
+
+def pool_digests(core: HubCore) -> set[str]:
+    """The pool blobs of every packed library (``gc`` keeps them and their rows)."""
+    return {r.digest for r in rows(core.catalog, LIBRARY).values()}
+
+
+def storage(core: HubCore, record: AdapterRecord) -> dict[str, Any]:
+    """How an entry's weights are stored, for ``show``: a plain blob, or packed (pool, error, bytes)."""
+    row = find_artifact(core.catalog, PACKED, record.digest)
+    materialised = core.blobs.has(record.digest)
+    if row is None:
+        return {"packed": False, "blob_stored": materialised, "bytes": record.size}
+    info: dict[str, Any] = {"packed": True, "pool_digest": row.digest, "materialised": materialised,
+                            "bytes": {"reconstructed": record.size}}
+    try:
+        entries, meta, provenance = shard_pools.read_header(core.blobs.path(row.digest))
+    except (OSError, ValueError) as e:
+        info["pool_error"] = f"pool blob unreadable: {e}"
+        return info
+    info["bytes"]["pool_blob"] = core.blobs.size(row.digest)
+    for j, entry in enumerate(meta.get("adapters", [])):
+        if entry.get("name") == record.digest:
+            info["error"] = entry.get("error")
+            info["bytes"]["own"] = shard_pools.tensor_bytes(entries, f"a{j}.")
+            info["bytes"]["original_factors"] = entry.get("factor_bytes")
+    about = provenance.get("adapters", {}).get(record.digest, {})
+    info["error"] = about.get("error", info.get("error"))
+    info["original_digest"] = about.get("original_digest")
+    info["exact"] = about.get("original_digest") == record.digest
+    info["base_model"] = provenance.get("base_model")
+    info["parameters"] = provenance.get("parameters")
+    return info
+
+
+def stats(core: HubCore, base_model: str | None = None) -> list[dict[str, Any]]:
+    """Per packed library: adapters, bytes packed vs unpacked, ratio, mean and max error.
+
+    Raises:
+        InvalidParameterError: ``base_model`` given and nothing of it is packed.
+        BlobCorruptError: a pool blob cannot be read.
+    """
+    libraries = rows(core.catalog, LIBRARY)
+    if base_model is not None:
+        if base_model not in libraries:
+            raise InvalidParameterError(f"nothing of base '{base_model}' is packed; run `adapterhub shard pack --base {base_model}`")
+        libraries = {base_model: libraries[base_model]}
+    answer = []
+    for base, row in sorted(libraries.items()):
+        library = shard_pools.load_library(core, row.digest, what=f"the library of '{base}'")
+        s = library.stats()
+        _, _, provenance = shard_pools.read_header(core.blobs.path(row.digest))
+        errors = list(s.errors.values())
+        names = sorted(n for d in library.adapters for n in names_with_digest(core.catalog, d))
+        answer.append({
+            "base_model": base, "pool_digest": row.digest, "pool_blob_bytes": row.size, "adapters": len(library.adapters),
+            "names": names, "bytes_packed": s.total_packed_bytes, "bytes_unpacked": s.unpacked_bytes, "ratio": s.ratio,
+            "mean_error": s.mean_error, "max_error": max(errors, default=0.0), "packed_bytes": dict(s.packed_bytes),
+            "parameters": provenance.get("parameters", {}),
+            "materialised": sum(core.blobs.has(d) for d in library.adapters),
+        })
+    return answer
+
+
+def verify_packed(core: HubCore) -> dict[str, Any]:
+    """Rebuild every packed adapter (without storing it) and check it hashes to its digest.
+
+    Returns:
+        ``{"checked": n, "failed": [{"digest", "names", "pool_digest", "error"}]}``.
+    """
+    from adapterhub.errors import AdapterHubError
+
+    failed = []
+    packed = rows(core.catalog, PACKED)
+    for digest, row in sorted(packed.items()):
+        names = names_with_digest(core.catalog, digest)
+        try:
+            actual = shard_pools.digest_of(shard_pools.rebuild(core, digest, row.digest, what=", ".join(names) or None))
+            problem = None if actual == digest else f"rebuilds to {actual}"
+        except AdapterHubError as e:
+            problem = str(e)
+        if problem is not None:
+            failed.append({"digest": digest, "names": names, "pool_digest": row.digest, "error": problem})
+    return {"checked": len(packed), "failed": failed}
