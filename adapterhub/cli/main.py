@@ -10,8 +10,8 @@ import typer
 
 from adapterhub.cli.lazy import LazyCommand, LazyGroup
 
-_CATALOG, _MERGE, _ROUTE, _EVAL, _HUB = (
-    f"adapterhub.cli.{m}" for m in ("catalog", "merge", "route", "evaluate", "hub")
+_CATALOG, _MERGE, _ROUTE, _SHARD, _EVAL, _HUB = (
+    f"adapterhub.cli.{m}" for m in ("catalog", "merge", "route", "shard", "evaluate", "hub")
 )
 
 COMMANDS: dict[str, LazyCommand] = {
@@ -27,6 +27,9 @@ COMMANDS: dict[str, LazyCommand] = {
     "methods": LazyCommand(_MERGE, "Merging", "List merge methods, their parameters, defaults and references."),
     "route": LazyCommand(
         _ROUTE, "Routing", "Route queries to adapter mixtures, or train an MHR adapter from an inventory."
+    ),
+    "shard": LazyCommand(
+        _SHARD, "Sharding", "Pack a base's adapters into shared shard pools: pack, unpack, stats, verify."
     ),
     "train": LazyCommand(_EVAL, "Evaluation", "Train a LoRA for a shipped task and add it to the catalog."),
     "eval": LazyCommand(_EVAL, "Evaluation", "Score an adapter on the test split of its task(s)."),
