@@ -38,6 +38,7 @@ from adapterhub.lora.adapter import LoraAdapter
 from adapterhub.lora.config import AdapterConfig
 from adapterhub.lora.module import LoraModule
 from adapterhub.merge.factors import fro_norm
+from adapterhub.shard.pack_fit import Canonical, check_shapes, fit_pool, read_library, spill_folder
 from adapterhub.shard.pack_io import load_packed
 from adapterhub.shard.pack_types import FORMAT, PackedAdapter, PackedModule, index_dtype, pool_key
 from adapterhub.shard.pack_vectors import (
@@ -45,9 +46,7 @@ from adapterhub.shard.pack_vectors import (
     directions,
     from_shards,
     nearest,
-    shard_length,
     to_shards,
-    weighted_kmeans,
 )
 
 _RANK_KEYS = ("r", "lora_alpha", "rank_pattern", "alpha_pattern", "use_rslora")
@@ -104,31 +103,6 @@ def adapter_like(original: AdapterConfig, modules: Mapping[str, LoraModule], ext
         extra_tensors=extras,
         config_overrides=overrides,
     )
-
-
-def _check_library(adapters: Mapping[str, LoraAdapter]) -> dict[str, tuple[int, int]]:
-    if not adapters:
-        raise InvalidParameterError("pack_library needs at least one adapter")
-    bases = {a.base_model for a in adapters.values()}
-    if len(bases) != 1:
-        raise IncompatibleAdaptersError(
-            f"adapters of different base models cannot share pools: {sorted(map(str, bases))}; pack each base separately"
-        )
-    shapes: dict[str, tuple[int, int]] = {}
-    for name, adapter in sorted(adapters.items()):
-        _check_shapes(name, adapter, shapes)
-    return shapes
-
-
-def _check_shapes(name: str, adapter: LoraAdapter, shapes: dict[str, tuple[int, int]]) -> None:
-    for path in adapter.module_paths:
-        d_out, d_in, _ = adapter.module_shape(path)
-        seen = shapes.setdefault(path, (d_out, d_in))
-        if seen != (d_out, d_in):
-            raise IncompatibleAdaptersError(
-                f"adapter '{name}' module '{path}' is {d_out}x{d_in} but another adapter's is "
-                f"{seen[0]}x{seen[1]}; adapters of one base must agree on shapes"
-            )
 
 
 def _check_params(pool_size: int, shards_per_vector: int, private_budget: float) -> None:
@@ -296,7 +270,7 @@ class PackedLibrary:
                 f"adapter '{name}' is for base '{adapter.base_model}' but the library is for '{first.config.base_model}'"
             )
         shapes = {p: (m.d_out, m.d_in) for pa in self.adapters.values() for p, m in pa.modules.items()}
-        _check_shapes(name, adapter, shapes)
+        check_shapes(name, adapter, shapes)
         if max_error is None:
             max_error = max((pa.error for pa in self.adapters.values()), default=0.0)
         canon = _canonicalise(adapter, self.dtype)
@@ -400,7 +374,9 @@ def pack_library(
 
     Args:
         adapters: name -> adapter; same base model, same shape for a module path everywhere.
-            Read once, module by module (a lazy mapping keeps one adapter in memory at a time).
+            Each is read once (again only for modules kept verbatim), so a lazy mapping keeps one
+            adapter in memory at a time; only its canonical vectors are kept, in ``dtype``, spilled
+            to a temporary file above ``pack_fit.SPILL_BYTES`` (see ``pack_fit`` for the bounds).
         pool_size: shards per pool (one pool per module type, side and vector length).
         shards_per_vector: ``l``, shards each rank vector is cut into.
         private_budget: bytes for private (exact) units, spent on the worst-reconstructed units per
@@ -415,56 +391,46 @@ def pack_library(
         IncompatibleAdaptersError: different base models or module shapes.
     """
     _check_params(pool_size, shards_per_vector, private_budget)
-    _check_library(adapters)
     names = sorted(adapters)
+    if not names:
+        raise InvalidParameterError("pack_library needs at least one adapter")
     l = shards_per_vector
-    canons: dict[str, _Canon] = {}
-    packed: dict[str, PackedAdapter] = {}
-    for name in names:
-        adapter = adapters[name]
-        if dtype is None:
-            dtype = next(adapter.modules())[1].A.dtype
-        canons[name] = _canonicalise(adapter, dtype)
-        packed[name] = PackedAdapter(adapter.config, {}, adapter.extra_tensors(), _factor_bytes(adapter))
-    assert dtype is not None
+    with spill_folder() as folder:
+        canon, info = read_library(adapters, names, l, dtype, folder)
+        try:
+            return _pack(adapters, canon, info, names, pool_size=pool_size, private_budget=private_budget, seed=seed,
+                         max_iter=max_iter, max_fit_points=max_fit_points)
+        finally:
+            canon.close()
+
+
+def _pack(adapters, canon: Canonical, info, names, *, pool_size, private_budget, seed, max_iter, max_fit_points) -> PackedLibrary:  # type: ignore[no-untyped-def]
+    l, dtype = canon.l, canon.dtype
     itemsize = torch.empty(0, dtype=dtype).element_size()
-    # group every (adapter, path) side by pool, in a fixed order
-    members: dict[str, list[tuple[str, str, str]]] = {}
-    for name in names:
-        for path in sorted(canons[name].u):
-            for side, vecs in (("B", canons[name].u), ("A", canons[name].v)):
-                members.setdefault(pool_key(path, side, vecs[path].shape[1]), []).append((name, path, side))
+    packed = {name: PackedAdapter(config, {}, extras, factor_bytes) for name, (config, extras, factor_bytes) in info.items()}
     pools: dict[str, torch.Tensor] = {}
     fits: dict[tuple[str, str, str], tuple[torch.Tensor, torch.Tensor]] = {}
-    for p, key in enumerate(sorted(members)):
-        blocks = [to_shards((canons[n].u if s == "B" else canons[n].v)[path], l) for n, path, s in members[key]]
-        shards = torch.cat(blocks)
-        dirs, weights = directions(shards)
-        centers = weighted_kmeans(dirs, weights, pool_size, seed=seed * 1000003 + p, max_iter=max_iter, max_fit_points=max_fit_points)
-        pools[key] = centers.to(dtype)
-        idx, coef = _fit(shards, pools[key])
-        start = 0
-        for member, block in zip(members[key], blocks):
-            fits[member] = (idx[start : start + block.shape[0]], coef[start : start + block.shape[0]].to(dtype))
-            start += block.shape[0]
-        del shards, dirs, weights, blocks
+    for p, key in enumerate(sorted(canon.members)):
+        pools[key], idx, coef = fit_pool(canon.stores[key], pool_size, seed=seed * 1000003 + p, max_iter=max_iter,
+                                         max_fit_points=max_fit_points, dtype=dtype)
+        for name, path, side, start, rows in canon.members[key]:
+            fits[(name, path, side)] = (idx[start : start + rows].clone(), coef[start : start + rows].clone())
     library = PackedLibrary(pools=pools, adapters=packed, shards_per_vector=l, dtype=dtype, seed=seed)
     # pooled reconstruction of every unit, and its error relative to its adapter
     candidates: list[tuple[float, int, str, str, int]] = []  # (-priority, cost, name, path, unit)
     for name in names:
-        canon = canons[name]
-        for path in sorted(canon.u):
-            u, v = canon.u[path], canon.v[path]
+        for path in sorted(canon.paths[name]):
+            u, v = canon.vectors(name, path, "B"), canon.vectors(name, path, "A")
             pm = PackedModule(d_out=u.shape[1], d_in=v.shape[1])
             hats = []
             for side, vec in (("B", u), ("A", v)):
-                idx, coef = fits[(name, path, side)]
+                idx, coef = fits.pop((name, path, side))
                 setattr(pm, f"idx_{side}", idx.reshape(-1, l))
                 setattr(pm, f"coef_{side}", coef.reshape(-1, l))
                 pool = pools[pool_key(path, side, vec.shape[1])]
                 hats.append(from_shards(pool[idx].float() * coef.float()[:, None], vec.shape[1], l))
             packed[name].modules[path] = pm
-            errs = _unit_errors(u, v, hats[0], hats[1]) / max(canon.norm_sq, 1e-300)
+            errs = _unit_errors(u, v, hats[0], hats[1]) / max(canon.norm_sq[name], 1e-300)
             cost = (pm.d_out + pm.d_in) * itemsize
             for i, e in enumerate(errs.tolist()):
                 if e > 0 or math.isinf(private_budget):
@@ -476,11 +442,12 @@ def pack_library(
             continue
         spent += cost
         private.setdefault((name, path), []).append(i)
+    del candidates
     for (name, path), units in private.items():
         pm = packed[name].modules[path]
-        u, v = canons[name].u[path], canons[name].v[path]
+        u, v = canon.vectors(name, path, "B"), canon.vectors(name, path, "A")
         if len(units) == u.shape[0]:
-            original = adapters[name].module(path)
+            original = adapters[name].module(path)  # read again: only modules kept verbatim
             pm.verbatim, pm.scale = (original.A, original.B), original.scale
             continue
         keep = sorted(set(range(u.shape[0])) - set(units))
@@ -491,5 +458,6 @@ def pack_library(
         for pm in packed[name].modules.values():
             if pm.priv_B.numel() == 0 and pm.verbatim is None:
                 pm.priv_B, pm.priv_A = torch.zeros(0, pm.d_out, dtype=dtype), torch.zeros(0, pm.d_in, dtype=dtype)
-        packed[name].error = library._error(name, canons[name])
+        vectors = {path: (canon.vectors(name, path, "B"), canon.vectors(name, path, "A")) for path in canon.paths[name]}
+        packed[name].error = library._error(name, _Canon({p: uv[0] for p, uv in vectors.items()}, {p: uv[1] for p, uv in vectors.items()}, canon.norm_sq[name]))
     return library

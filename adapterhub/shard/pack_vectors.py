@@ -93,8 +93,8 @@ def nearest(points: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _min_dist(points: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
-    p_sq = points.square().sum(dim=1)
+def _min_dist(points: torch.Tensor, centers: torch.Tensor, p_sq: torch.Tensor) -> torch.Tensor:
+    """Squared distance of every point to its nearest centre; ``p_sq``: the points' squared norms."""
     c_sq = centers.square().sum(dim=1)
     out = torch.empty(points.shape[0])
     for start in range(0, points.shape[0], _CHUNK):
@@ -102,6 +102,15 @@ def _min_dist(points: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
         dist = p_sq[start : start + _CHUNK, None] + c_sq[None, :] - 2.0 * (block @ centers.T)
         out[start : start + _CHUNK] = dist.min(dim=1).values.clamp_min(0)
     return out
+
+
+def fit_sample(weights: torch.Tensor, max_fit_points: int, generator: torch.Generator) -> torch.Tensor:
+    """Sorted indices of the points k-means fits on: those of positive weight, a seeded subsample of
+    ``max_fit_points`` of them when there are more (the first draw of ``generator``)."""
+    live = torch.nonzero(weights > 0).squeeze(1)
+    if live.numel() > max_fit_points:
+        live = live[torch.randperm(live.numel(), generator=generator)[:max_fit_points]].sort().values
+    return live
 
 
 def weighted_kmeans(
@@ -125,37 +134,44 @@ def weighted_kmeans(
             memory at 10^5+ shards; every point is still assigned to its nearest centre afterwards).
     """
     generator = torch.Generator().manual_seed(seed)
-    live = torch.nonzero(weights > 0).squeeze(1)
-    if live.numel() > max_fit_points:
-        live = live[torch.randperm(live.numel(), generator=generator)[:max_fit_points]].sort().values
-    X, w = points[live].float(), weights[live].double()
+    live = fit_sample(weights, max_fit_points, generator)
+    return kmeans_fit(points[live].float(), weights[live].double(), k, generator=generator, max_iter=max_iter)
+
+
+def kmeans_fit(X: torch.Tensor, w: torch.Tensor, k: int, *, generator: torch.Generator, max_iter: int) -> torch.Tensor:
+    """The fit of ``weighted_kmeans`` on its sample: ``X`` ``(n, d)`` float32, ``w`` ``(n,)`` float64 > 0.
+
+    ``generator`` continues the one ``fit_sample`` drew from, so that split and whole give the same centres.
+    """
     k = max(1, min(k, X.shape[0]))
     if X.shape[0] == 0:
-        return torch.zeros(1, points.shape[1])
+        return torch.zeros(1, X.shape[1])
+    p_sq = X.square().sum(dim=1)
     # k-means++ seeding, ``batch`` centres per round drawn with probability ~ w * D^2
     batch = max(1, math.ceil(k / 64))
     first = int(torch.multinomial(w, 1, generator=generator))
     chosen = [first]
-    best = _min_dist(X, X[[first]]).double()
+    best = _min_dist(X, X[[first]], p_sq).double()
     while len(chosen) < k:
         prob = w * best
         if float(prob.sum()) <= 0:  # every point is already a centre: take unused ones in order
-            rest = [i for i in range(X.shape[0]) if i not in set(chosen)][: k - len(chosen)]
-            chosen += rest
+            taken = set(chosen)
+            chosen += [i for i in range(X.shape[0]) if i not in taken][: k - len(chosen)]
             break
         take = min(batch, k - len(chosen), int((prob > 0).sum()))
         new = torch.multinomial(prob, take, replacement=False, generator=generator).tolist()
         chosen += new
-        best = torch.minimum(best, _min_dist(X, X[new]).double())
+        best = torch.minimum(best, _min_dist(X, X[new], p_sq).double())
     centers = X[chosen].clone()
     labels = None
     wf = w.float()
+    Xw = X * wf[:, None]
     for _ in range(max_iter):
         new_labels = nearest(X, centers)
         if labels is not None and torch.equal(new_labels, labels):
             break
         labels = new_labels
-        sums = torch.zeros_like(centers).index_add_(0, labels, X * wf[:, None])
+        sums = torch.zeros_like(centers).index_add_(0, labels, Xw)
         mass = torch.zeros(k).index_add_(0, labels, wf)
         filled = mass > 0
         centers[filled] = sums[filled] / mass[filled, None]  # empty clusters keep their centre
