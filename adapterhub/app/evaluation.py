@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adapterhub.app import mos_training
 from adapterhub.app.core import HubCore
 from adapterhub.app.ingest import add_adapter, load
 from adapterhub.errors import AdapterExistsError, InvalidParameterError
@@ -55,8 +56,12 @@ def train(
     description: str | None = None,
     threads: int | None = None,
     progress: Callable[[str], None] | None = None,
+    method: str = "lora",
+    budget_rank: int | None = None,
+    shards_per_vector: int | None = None,
+    private_rank: int | None = None,
 ) -> dict[str, Any]:
-    """Train one LoRA for a shipped task on a registered base and store it with its metrics.
+    """Train one LoRA (or MoS adapter) for a shipped task on a registered base and store it with its metrics.
 
     The adapter is scored on the task's held-out test split (and the zero-shot baseline beside
     it); the catalog entry records the task, the label descriptions (in its description and in
@@ -74,9 +79,14 @@ def train(
         limit: score the causal LM on a fixed seeded subset of this many test examples.
         threads: torch threads while training (``None``: leave torch's setting).
         progress: called with a line once the inputs are valid and training starts.
+        method: ``"lora"``, or ``"mos"`` (``app.mos_training``: Mixture of Shards; shards picked by
+            a fixed random index, not a learned router). A MoS entry is its exported plain rank-``rank``
+            LoRA; its pool form is kept as an artifact (``mos_training.pool_form``/``mos_form``).
+        budget_rank, shards_per_vector, private_rank: MoS only (``None``: 2, 2, 1); refused with ``"lora"``.
 
     Returns:
-        ``{"adapter": record, "task", "protocol", "metrics": {...}, "params": {...}}``.
+        ``{"adapter": record, "task", "protocol", "metrics": {...}, "params": {...}}``; with
+        ``"mos"`` also ``"method": "mos"`` and ``"mos"`` (``mos_training.mos_form``).
 
     Raises:
         InvalidNameError, AdapterExistsError, TaskNotFoundError, InvalidParameterError,
@@ -84,12 +94,16 @@ def train(
     """
     from adapterhub.models.bases import get_base
 
+    mos = mos_training.mos_config(method, rank=rank, alpha=alpha, seed=seed, budget_rank=budget_rank,
+                                  shards_per_vector=shards_per_vector, private_rank=private_rank)
     spec_base = get_base(base)
     causal = spec_base.kind == "causal_lm"
     if causal and (base_model is not None or protocol not in ("similarity", "generative")):
         raise InvalidParameterError(
             f"--base {spec_base.name} trains its packaged model with instruction prompts: drop --base-model and --protocol"
         )
+    if mos is not None and protocol == "head":
+        raise InvalidParameterError("--method mos trains in the similarity protocol (no head): drop --protocol head")
     prefix = "" if causal else _check_protocol(protocol)
     protocol = "generative" if causal else protocol
     validate_name(name)
@@ -101,13 +115,18 @@ def train(
     defaults = TRAIN_DEFAULTS[spec_base.kind]
     epochs, batch_size = epochs or defaults["epochs"], batch_size or defaults["batch_size"]
     max_steps = max_steps if max_steps is not None else defaults["max_steps"]
-    if progress is not None:
+    if progress is not None and mos is None:  # MoS reports once the model's shapes fit its shards
         progress(f"training a rank-{rank} adapter for {spec.name} on {spec_base.name} ({epochs} epochs"
                  + (f", at most {max_steps} steps" if max_steps else "") + ")…")
     hyper = {"rank": rank, "alpha": alpha, "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
              "max_steps": max_steps}
     with torch_threads(threads):
-        if causal:
+        if mos is not None:
+            schedule = {k: hyper[k] for k in ("epochs", "lr", "batch_size", "max_steps")}
+            result, test, zero = mos_training.train_and_score(
+                spec, mos, base=spec_base.name, causal=causal, base_model=base_model, schedule=schedule, limit=limit,
+                progress=progress)
+        elif causal:
             result, test, zero = _train_causal(spec, spec_base.name, hyper, limit)
         else:
             result, test, zero = _train_encoder(spec, base_model, protocol, hyper)
@@ -128,27 +147,31 @@ def train(
         MetricRecord(task=spec.name, split="validation", metric=prefix + metric, value=value, extra=extra)
         for metric, value in val.items()
     ]
+    if mos is not None:  # says what it is, and that its "router" is a fixed random index
+        description = description or f"{mos_training.describe(result.pools)} {_describe(spec, labels)}"
     with tempfile.TemporaryDirectory(prefix=".train-", dir=core.settings.home) as tmp:
         examples = Path(tmp) / EXAMPLES_FILE  # 32 of the train texts: the routers' view of this adapter
         examples.write_bytes(render_examples(draw_examples(spec.name)))
-        record = add_adapter(
-            core,
-            result.adapter,
-            name,
-            task=spec.name,
-            tags=list(tags) or ["trained"],
-            description=description or _describe(spec, labels),
-            metrics=records,
-            operation="train",
-            examples=examples,
-        )
+
+        def store() -> Any:
+            return add_adapter(core, result.adapter, name, task=spec.name, tags=list(tags) or ["trained"],
+                               description=description or _describe(spec, labels), metrics=records,
+                               operation="train", source="mos" if mos is not None else None, examples=examples)
+
+        if mos is None:
+            record = store()
+        else:  # the pool form's blob first, the entry, then the artifact row that keeps the blob
+            with mos_training.stored_with_pools(core, result.pools) as attach:
+                record = store()
+                attach(record)
     metrics = {
         "test": test_metrics,
         "validation": val,
         "train": {k: v for k, v in result.metrics.items() if not k.startswith("validation_")},
     }
-    return {"adapter": record.to_dict(), "task": spec.name, "protocol": protocol, "metrics": metrics,
-            "params": result.params}
+    out = {"adapter": record.to_dict(), "task": spec.name, "protocol": protocol, "metrics": metrics,
+           "params": result.params}
+    return out if mos is None else {**out, "method": "mos", "mos": mos_training.mos_form(core, record)}
 
 
 def _describe(spec: Task, labels: dict[str, str]) -> str:

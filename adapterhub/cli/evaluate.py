@@ -37,7 +37,7 @@ def train(
     name: str = typer.Option(
         ..., "--name", "-n", metavar="NAME", help="Catalog name of the new adapter, 'namespace/name'."
     ),
-    rank: int = typer.Option(8, "--rank", min=1, metavar="INTEGER", help="LoRA rank."),
+    rank: int = typer.Option(8, "--rank", min=1, metavar="INTEGER", help="LoRA rank (MoS: of each layer's export)."),
     alpha: float = typer.Option(16.0, "--alpha", min=0.0, metavar="FLOAT", help="LoRA alpha (scale alpha/rank)."),
     epochs: Optional[int] = typer.Option(
         None, "--epochs", min=1, metavar="INTEGER", help="Passes over the train split (default: 3 minilm, 2 smollm2)."
@@ -66,19 +66,41 @@ def train(
         help="Local transformers checkpoint folder (default: the packaged all-MiniLM-L6-v2).",
     ),
     tag: list[str] = typer.Option([], "--tag", metavar="TEXT", help="Tag recorded on the adapter; repeatable."),
+    method: str = typer.Option(
+        "lora", "--method", metavar="TEXT",
+        help="lora, or mos (Mixture of Shards, ICLR 2025: layers share pools of shards picked by a fixed random "
+             "index, not a learned router; stored as a plain rank --rank LoRA plus its pool form).",
+    ),
+    budget_rank: Optional[int] = typer.Option(
+        None, "--budget-rank", metavar="INTEGER", help="mos: trains as many parameters as a LoRA of this rank (default 2)."
+    ),
+    shards_per_vector: Optional[int] = typer.Option(
+        None, "--shards-per-vector", metavar="INTEGER",
+        help="mos: shards per rank vector; must divide every adapted layer's sizes (default 2).",
+    ),
+    private_rank: Optional[int] = typer.Option(
+        None, "--private-rank", metavar="INTEGER", help="mos: rank vectors of each layer's own, not shared (default 1)."
+    ),
     threads: Optional[int] = THREADS_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """Train a LoRA for a shipped task and add it to the catalog.
+    """Train a LoRA (or a MoS adapter) for a shipped task and add it to the catalog.
 
     Trains on the default base model (or --base-model). The adapter is stored with its task, label
     descriptions and metrics: validation and test accuracy, macro-F1 and the zero-shot baseline on
     the same test split. A rank-8 adapter takes one to four minutes on two CPU cores.
 
+    --method mos trains a MoS adapter (Wang et al., ICLR 2025, as its official code): each layer's
+    rank vectors are shards drawn from pools shared across layers by a fixed random index (the seed),
+    not a learned router, so it trains as many parameters as a LoRA of --budget-rank. The catalog
+    entry is its export, a plain rank --rank PEFT LoRA any PEFT or vLLM user loads; the pool form
+    is kept beside it (see `show`).
+
     \b
     Example:
         adapterhub train --task wn_pos --rank 8 --name acme/wn-pos
         adapterhub train --base smollm2 --task wn_antonym --name acme/antonym-smol
+        adapterhub train --task wn_pos --method mos --budget-rank 2 --rank 8 --name acme/wn-pos-mos
     """
     with handle_errors():
         # the facade reports "training ..." through `progress` once the task, name and protocol
@@ -86,7 +108,8 @@ def train(
         result = open_hub().train(
             task, name=name, rank=rank, alpha=alpha, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
             protocol=protocol, base_model=base_model, base=base, max_steps=steps, limit=limit, tags=tag,
-            threads=threads, progress=None if json_output else info,
+            threads=threads, progress=None if json_output else info, method=method, budget_rank=budget_rank,
+            shards_per_vector=shards_per_vector, private_rank=private_rank,
         )
     if json_output:
         print_json(result)
@@ -100,6 +123,11 @@ def train(
             ["test", _pct(test["accuracy"]), _pct(test["macro_f1"]), _pct(test["zero_shot_accuracy"])],
         ],
     )
+    mos = result.get("mos")
+    if mos:
+        info(f"MoS: {mos['parameters']} trained parameters (a rank-{mos['budget_rank']} LoRA has "
+             f"{mos['lora_budget_parameters']}, rank {mos['rank']} {mos['lora_rank_parameters']}); stored as a plain "
+             f"rank-{mos['rank']} LoRA, pool form kept as {mos['form']} {mos['digest'][:12]} ({mos['bytes']} bytes)")
     info(f"added {result['adapter']['name']} ({result['metrics']['train'].get('seconds', 0):.0f} s of training)")
 
 
