@@ -192,8 +192,9 @@ def pack(
                     continue
                 message = f"shard-pack: pool {pool_digest[:12]}, error {entries[digest]['error']:.3g}"
                 for r in groups[original]:
-                    tx.add_revision(r.name, digest=digest, size=size, config=rebuilt.config.raw, message=message,
-                                    expected_head=r.revision, **content_fields(rebuilt))  # type: ignore[arg-type]
+                    revision = tx.add_revision(r.name, digest=digest, size=size, config=rebuilt.config.raw, message=message,
+                                               expected_head=r.revision, **content_fields(rebuilt))  # type: ignore[arg-type]
+                    tx.add_revision_files(r.name, revision, _carried_files(core, r))
             stale = [d for d, row in packed.items() if row.digest == mine and d not in library.adapters]
             delete_rows(tx, PACKED, stale)
             put_rows(tx, [ArtifactRecord(LIBRARY, base_model, pool_digest, pool_digest, pool_size_bytes)])
@@ -213,6 +214,16 @@ def pack(
         for o, (d, _, _) in sorted(new.items())
     ]
     return summary
+
+
+def _carried_files(core: HubCore, record: AdapterRecord) -> list[Any]:
+    """The previous head's files (examples, model card) for the new revision, but the weights and
+    config as uploaded: the new revision's own are the reconstruction's."""
+    from adapterhub.lora import CONFIG_NAME, WEIGHTS_NAME
+    from adapterhub.store.hub_catalog import revision_files
+
+    files = revision_files(core.catalog, record.name, record.revision)  # type: ignore[arg-type]
+    return [f for f in files if f.path not in (WEIGHTS_NAME, CONFIG_NAME)]
 
 
 def _check_rebuilds(data: bytes, expected: dict[str, int]) -> None:

@@ -243,3 +243,19 @@ def test_peft_scale_adapter_packs_with_the_same_update(home):
         hub.shard_pack("base", private_budget=math.inf)
         for n, delta in deltas.items():
             assert torch.allclose(hub.load(n).module("layer.0.q").delta(), delta, atol=1e-5)
+
+
+def test_route_over_packed_library_adapters(home):
+    from adapterhub.eval.library import library_dir
+
+    with AdapterHub(home) as hub:
+        for task in ("wn_pos", "wn_noun_supersense", "chat_topic"):
+            hub.add(library_dir() / task, f"lib/{task}", task=task)
+        base = hub.get("lib/wn_pos").base_model
+        hub.shard_pack(base, pool_size=16)
+        assert all(hub.show(f"lib/{t}")["storage"]["packed"] for t in ("wn_pos", "chat_topic"))
+        [decision] = hub.route("a small songbird", router="arrow", top_k=2)
+        assert decision.adapters and abs(sum(w for _, w in decision.adapters) - 1) < 1e-6
+        from adapterhub.app.examples import stored_examples
+
+        assert stored_examples(hub, "lib/wn_pos") is not None  # the new revision kept its example inputs
