@@ -17,7 +17,7 @@ from adapterhub.app.ingest import add_adapter, load
 from adapterhub.errors import AdapterExistsError, InvalidParameterError
 from adapterhub.names import validate_name
 from adapterhub.route.base import EXAMPLES_FILE, draw_examples, render_examples
-from adapterhub.store import LineageRecord, MetricRecord
+from adapterhub.store import AdapterRecord, LineageRecord, MetricRecord
 from adapterhub.tasks import SPLITS, Task, list_tasks, load_task
 from adapterhub.threads import torch_threads
 
@@ -153,7 +153,7 @@ def train(
         examples = Path(tmp) / EXAMPLES_FILE  # 32 of the train texts: the routers' view of this adapter
         examples.write_bytes(render_examples(draw_examples(spec.name)))
 
-        def store() -> Any:
+        def store() -> AdapterRecord:
             return add_adapter(core, result.adapter, name, task=spec.name, tags=list(tags) or ["trained"],
                                description=description or _describe(spec, labels), metrics=records,
                                operation="train", source="mos" if mos is not None else None, examples=examples)

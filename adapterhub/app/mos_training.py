@@ -23,12 +23,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from adapterhub.errors import BlobCorruptError, InvalidAdapterError, InvalidParameterError
+from adapterhub.errors import (
+    AdapterExistsError,
+    BlobCorruptError,
+    CommitConflictError,
+    InvalidAdapterError,
+    InvalidParameterError,
+)
 from adapterhub.store import artifacts
 
 if TYPE_CHECKING:
@@ -76,7 +83,9 @@ def mos_config(
     if method == "lora":
         extra = [flag for flag, value in given.items() if value is not None]
         if extra:
-            raise InvalidParameterError(f"{', '.join(extra)} only apply to --method mos; add --method mos or drop them")
+            one = len(extra) == 1
+            raise InvalidParameterError(f"{', '.join(extra)} {'applies' if one else 'apply'} to --method mos only; "
+                                        f"add --method mos or drop {'it' if one else 'them'}")
         return None
     from adapterhub.shard.mos import MosConfig
 
@@ -137,8 +146,8 @@ def train_and_score(
     if progress is not None:
         steps = schedule.get("max_steps")
         progress(f"training a MoS adapter (budget rank {config.budget_rank}, rank {config.rank}, "
-                 f"{config.shards_per_vector} shards a vector, {config.private_rank} private) for {spec.name} on {base} "
-                 f"({schedule['epochs']} epochs" + (f", at most {steps} steps" if steps else "") + ")…")
+                 f"{config.shards_per_vector} shards a vector, {config.private_rank} private) for {spec.name} "
+                 f"on {base} ({schedule['epochs']} epochs" + (f", at most {steps} steps" if steps else "") + ")…")
     result = train_mos_adapter(model, spec, config, validate=validate, **schedule)
     result.params.update({k: int(result.metrics[k]) for k in
                           ("mos_parameters", "lora_budget_parameters", "lora_rank_parameters")})
@@ -194,8 +203,6 @@ def _header(f: BinaryIO) -> dict[str, Any]:
 
 def pools_from_bytes(data: bytes) -> MosPools:
     """Rebuild ``MosPools`` from ``pools_to_bytes`` output (every tensor checked by ``from_tensors``)."""
-    import io
-
     from safetensors.torch import load
 
     from adapterhub.shard.mos import MosPools
@@ -215,7 +222,8 @@ def stored_with_pools(core: HubCore, pools: MosPools) -> Iterator[Callable[[Adap
     Yields ``attach(record)``: the block calls it with the new entry to record the artifact
     ``(MOS_POOLS_KIND, record.digest)``. Blob first, row last, as in ``ingest``: a crash in between
     leaves an unreferenced blob for ``gc``; if the block raises, the blob is deleted again unless
-    something else references it.
+    something else references it (not after a lost race for the name, as in ``ingest``: a
+    concurrent writer of the same bytes may be about to record it; ``gc`` takes what nobody did).
     """
     digest, size = core.blobs.put_bytes(pools_to_bytes(pools))
 
@@ -225,6 +233,8 @@ def stored_with_pools(core: HubCore, pools: MosPools) -> Iterator[Callable[[Adap
 
     try:
         yield attach
+    except (CommitConflictError, AdapterExistsError):
+        raise
     except BaseException:
         referenced = artifacts.referenced_artifact_digests(core.catalog) | core.catalog.referenced_digests()
         if digest not in referenced:
@@ -272,35 +282,40 @@ def mos_form(core: HubCore, record: AdapterRecord) -> dict[str, Any] | None:
     ``budget_rank``, ``rank``, ``shards_per_vector``, ``private_rank``, ``alpha``, ``seed``,
     ``layers``, ``groups`` (projection types, each with its shared pools) and ``router``.
 
-    Raises:
-        BlobCorruptError: the artifact row points at a missing blob.
-        InvalidAdapterError: the blob is not a pool form.
+    A pool blob that is missing or unreadable does not make ``show`` fail: the dict then has
+    ``form``, ``digest``, ``bytes``, ``exported`` and ``error`` (what is wrong; ``verify`` reports
+    a missing blob too).
     """
     found = _artifact(core, record)
     if found is None:
         return None
+    known = {"form": MOS_POOLS_KIND, "digest": found.digest, "bytes": found.size,
+             "exported": {"form": "peft-lora", "digest": record.digest, "rank": record.rank}}
     if not core.blobs.has(found.digest):
-        raise BlobCorruptError(f"the MoS pool form of '{record.name}' (blob {found.digest}) is missing; run verify")
-    with core.blobs.open(found.digest) as f:
-        header = _header(f)
-    meta, tensors = header["meta"], header["tensors"]
-    config = meta.get("config", {})
-    kinds = ("pool_A", "pool_B", "private_A", "private_B")
-    parameters = sum(_numel(spec["shape"]) for key, spec in tensors.items() if key.rsplit(".", 1)[-1] in kinds)
-    groups = meta.get("groups", [])
-    shapes = [(g["d_in"], g["d_out"]) for g in groups for _ in g["paths"]]
+        return {**known, "error": "the pool form's blob is missing from the blob store"}
+    try:
+        with core.blobs.open(found.digest) as f:
+            header = _header(f)
+        meta, tensors = header["meta"], header["tensors"]
+        config = {k: meta["config"][k] for k in ("budget_rank", "rank", "shards_per_vector", "private_rank", "alpha",
+                                                 "seed")}
+        kinds = ("pool_A", "pool_B", "private_A", "private_B")
+        parameters = sum(_numel(spec["shape"]) for key, spec in tensors.items() if key.rsplit(".", 1)[-1] in kinds)
+        groups = meta["groups"]
+        shapes = [(int(g["d_in"]), int(g["d_out"])) for g in groups for _ in g["paths"]]
+        budget, rank = int(config["budget_rank"]), int(config["rank"])
+        names = [str(g["name"]) for g in groups]
+    except (InvalidAdapterError, KeyError, TypeError, ValueError) as e:
+        return {**known, "error": f"the pool form's blob is unreadable: {e}"}
     return {
-        "form": MOS_POOLS_KIND,
-        "digest": found.digest,
-        "bytes": found.size,
-        "exported": {"form": "peft-lora", "digest": record.digest, "rank": config.get("rank")},
+        **known,
         "parameters": parameters,
-        "lora_budget_parameters": sum(config.get("budget_rank", 0) * (i + o) for i, o in shapes),
-        "lora_rank_parameters": sum(config.get("rank", 0) * (i + o) for i, o in shapes),
-        **{k: config.get(k) for k in ("budget_rank", "rank", "shards_per_vector", "private_rank", "alpha", "seed")},
+        "lora_budget_parameters": sum(budget * (i + o) for i, o in shapes),
+        "lora_rank_parameters": sum(rank * (i + o) for i, o in shapes),
+        **config,
         "layers": len(shapes),
-        "groups": [g["name"] for g in groups],
-        "router": f"{ROUTER} (seed {config.get('seed')}), not learned",
+        "groups": names,
+        "router": f"{ROUTER} (seed {config['seed']}), not learned",
     }
 
 

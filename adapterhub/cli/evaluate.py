@@ -57,7 +57,9 @@ def train(
         None, "--limit", min=1, metavar="INTEGER",
         help="smollm2: score on a fixed seeded subset of this many test examples (default: the whole split).",
     ),
-    seed: int = typer.Option(0, "--seed", metavar="INTEGER", help="Seed of the init, the data order and dropout."),
+    seed: int = typer.Option(
+        0, "--seed", metavar="INTEGER", help="Seed of the init, the data order and dropout (mos: and the shard index)."
+    ),
     protocol: str = typer.Option(
         "similarity", "--protocol", metavar="TEXT", help="similarity (no head) or head (joint linear head)."
     ),
@@ -72,7 +74,8 @@ def train(
              "index, not a learned router; stored as a plain rank --rank LoRA plus its pool form).",
     ),
     budget_rank: Optional[int] = typer.Option(
-        None, "--budget-rank", metavar="INTEGER", help="mos: trains as many parameters as a LoRA of this rank (default 2)."
+        None, "--budget-rank", metavar="INTEGER",
+        help="mos: trains as many parameters as a LoRA of this rank (default 2).",
     ),
     shards_per_vector: Optional[int] = typer.Option(
         None, "--shards-per-vector", metavar="INTEGER",

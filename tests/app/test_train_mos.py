@@ -68,7 +68,8 @@ def test_train_mos_stores_the_export_with_metrics_params_and_a_description(cli, 
     assert (params["shards_per_vector"], params["private_rank"], params["seed"]) == (2, 1, 1)
     assert params["mos_parameters"] == params["lora_budget_parameters"] == params["lora_rank_parameters"] // 2
     assert "fixed random index" in params["router"]
-    assert "fixed random index" in out["adapter"]["description"] and "not a learned router" in out["adapter"]["description"]
+    description = out["adapter"]["description"]
+    assert "fixed random index" in description and "not a learned router" in description
     assert out["metrics"]["train"]["steps"] == 2
     assert 0.0 <= out["metrics"]["test"]["accuracy"] <= 1.0 and "zero_shot_accuracy" in out["metrics"]["test"]
     shown = json.loads(cli("show", "acme/adj-mos", "--json").stdout)
@@ -175,11 +176,12 @@ def test_method_lora_keeps_the_plain_train_and_stores_no_pool_form(cli, tiny_ber
     ("args", "message"),
     [
         (["--method", "mos", "--budget-rank", "0"], "budget_rank, rank, shards_per_vector and alpha must be positive"),
-        (["--method", "mos", "--rank", "1", "--private-rank", "2"], "private_rank must be in 0..min(budget_rank, rank)"),
+        (["--method", "mos", "--rank", "1", "--private-rank", "2"],
+         "private_rank must be in 0..min(budget_rank, rank)"),
         (["--method", "mos", "--shards-per-vector", "3"], "not divisible into shards_per_vector=3 shards"),
-        (["--budget-rank", "2"], "--budget-rank only apply to --method mos"),
+        (["--budget-rank", "2"], "--budget-rank applies to --method mos only; add --method mos or drop it"),
         (["--method", "lora", "--private-rank", "1", "--shards-per-vector", "2"],
-         "--shards-per-vector, --private-rank only apply to --method mos"),
+         "--shards-per-vector, --private-rank apply to --method mos only; add --method mos or drop them"),
         (["--method", "bogus"], "unknown training method 'bogus'; choose one of lora, mos"),
         (["--method", "mos", "--protocol", "head"], "drop --protocol head"),
     ],
@@ -192,3 +194,30 @@ def test_bad_mos_input_is_one_line_exit_1_and_stores_nothing(cli, tiny_bert_dir:
     assert message in result.stderr and "Traceback" not in result.stderr
     with _hub() as hub:
         assert hub.list() == [] and list(hub.blobs.digests()) == []
+
+
+def test_a_refused_store_leaves_no_pool_blob(cli, tiny_bert_dir: Path) -> None:
+    """The tag is checked when the entry is written, after training: the pool blob, written first, goes again."""
+    result = cli("train", "--task", TASK, "--name", "acme/adj-mos", "--base-model", tiny_bert_dir, "--method", "mos",
+                 "--steps", "1", "--batch-size", "4", "--tag", "x" * 300)
+    assert result.exit_code == 1 and "longer than 255 characters" in result.stderr
+    with _hub() as hub:
+        assert hub.list() == [] and list(hub.blobs.digests()) == []
+
+
+def test_a_missing_or_corrupt_pool_blob_is_reported_not_served(cli, tiny_bert_dir: Path) -> None:
+    from adapterhub.app.mos_training import mos_form, pool_form
+    from adapterhub.errors import BlobCorruptError
+
+    out = _train_mos(cli, tiny_bert_dir, "acme/adj-mos")
+    with _hub() as hub:
+        record, blob = hub.get("acme/adj-mos"), hub.blobs.path(out["mos"]["digest"])
+        blob.chmod(0o600)
+        blob.write_bytes(blob.read_bytes()[:-4] + b"\0\0\0\0")
+        with pytest.raises(BlobCorruptError, match="does not hash"):
+            pool_form(hub, record)
+        blob.unlink()
+        with pytest.raises(BlobCorruptError, match="missing"):
+            pool_form(hub, record)
+        shown = mos_form(hub, record)  # show still works, and says what is wrong
+        assert shown is not None and "missing" in shown["error"] and shown["digest"] == out["mos"]["digest"]
