@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from adapterhub.app import access, evaluation, ingest, merging, mhr, repos, routing, shards, sync, tokens
+from adapterhub.app import access, evaluation, ingest, merging, mhr, mos_training, repos, routing, shards, sync, tokens
 from adapterhub.app.core import HubCore
 from adapterhub.errors import AdapterNotFoundError
 from adapterhub.hubformat import UploadStaging
@@ -103,10 +103,9 @@ class AdapterHub(HubCore):
         return self.catalog.list(base_model=base_model, task=task, tag=tag, query=query, limit=limit)
 
     def show(self, name: str) -> dict[str, Any]:
-        """Everything known about one adapter: record, lineage, metrics, revisions, and how its
-        weights are stored (``storage``: a plain blob, or packed: pool blob, error, bytes)."""
-        # TODO(lead): add the MoS form when ``adapterhub.app.mos_training.mos_form(core, record)``
-        # lands (issue 12): ``"mos": mos_training.mos_form(self, record)`` beside ``storage``.
+        """Everything known about one adapter: record, lineage, metrics, revisions, how its weights
+        are stored (``storage``: a plain blob, or packed: pool blob, error, bytes) and, for a
+        MoS-trained entry, its pool form (``mos``, else None)."""
         record = self.catalog.get(name)
         return {
             **record.to_dict(),
@@ -115,6 +114,7 @@ class AdapterHub(HubCore):
             "metrics": [m.to_dict() for m in self.catalog.metrics(name)],
             "revisions": [r.to_dict() for r in self.catalog.revisions(name)],
             "storage": shards.storage(self, record),
+            "mos": mos_training.mos_form(self, record),
         }
 
     def remove(self, name: str) -> AdapterRecord:

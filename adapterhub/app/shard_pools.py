@@ -94,7 +94,12 @@ def tensor_bytes(entries: dict[str, Any], prefix: str) -> int:
     return total
 
 
-def _parse(path: Path) -> PackedLibrary:
+def parse_pool(path: Path) -> PackedLibrary:
+    """The packed library in a pool file, checked by ``from_tensors`` (not its hash: see ``load_library``).
+
+    Raises:
+        InvalidAdapterError: not a pool file, unreadable tensors, a wrong shape, an index outside its pool.
+    """
     from safetensors import safe_open
 
     from adapterhub.shard import PackedLibrary
@@ -142,7 +147,7 @@ def load_library(core: HubCore, pool_digest: str, *, what: str | None = None, ca
             "restore the blob from a backup, or remove and re-add the adapters packed in it"
         )
     try:
-        library = _parse(path)
+        library = parse_pool(path)
     except InvalidAdapterError as e:
         raise BlobCorruptError(f"shard pool blob {pool_digest} is not a valid packed library{_who(what)}: {e}") from None
     if cached:

@@ -235,7 +235,7 @@ def _check_rebuilds(data: bytes, expected: dict[str, int]) -> None:
     with tempfile.TemporaryDirectory(prefix="adapterhub-pack-") as tmp:
         path = Path(tmp) / "pool.safetensors"
         path.write_bytes(data)
-        library = shard_pools._parse(path)
+        library = shard_pools.parse_pool(path)
         for digest in expected:
             again = shard_pools.digest_of(shard_pools.weights_bytes(library.unpack(digest)))
             if again != digest:

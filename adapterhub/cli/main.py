@@ -31,7 +31,9 @@ COMMANDS: dict[str, LazyCommand] = {
     "shard": LazyCommand(
         _SHARD, "Sharding", "Pack a base's adapters into shared shard pools: pack, unpack, stats, verify."
     ),
-    "train": LazyCommand(_EVAL, "Evaluation", "Train a LoRA for a shipped task and add it to the catalog."),
+    "train": LazyCommand(
+        _EVAL, "Evaluation", "Train a LoRA (or a MoS adapter) for a shipped task and add it to the catalog."
+    ),
     "eval": LazyCommand(_EVAL, "Evaluation", "Score an adapter on the test split of its task(s)."),
     "quality": LazyCommand(_EVAL, "Evaluation", "Build the merge-quality table of every merge method."),
     "demo": LazyCommand(

@@ -33,10 +33,10 @@ def _weights(hub: AdapterHub, name: str, folder: Path) -> bytes:
 
 
 def _library(hub: AdapterHub, base: str = "tiny-bert"):  # type: ignore[no-untyped-def]
-    from adapterhub.app.shard_pools import _parse
+    from adapterhub.app.shard_pools import parse_pool
 
     [row] = [r for r in hub.shard_stats() if r["base_model"] == base]
-    return _parse(hub.blobs.path(row["pool_digest"]))
+    return parse_pool(hub.blobs.path(row["pool_digest"]))
 
 
 def _pool_digest(hub: AdapterHub, base: str = "tiny-bert") -> str:
