@@ -163,6 +163,7 @@ class AdapterHub(HubCore):
         """
         live = self.catalog.referenced_digests() | repos.referenced_digests(self) | shards.pool_digests(self)
         routing.prune(self, live)
+        shards.prune_libraries(self)
         # a packed adapter's weights are rebuilt on the next read: dropped once unused for the grace period
         referenced = self._referenced_digests() - shards.rebuildable_digests(self)
         result = self.blobs.gc(referenced, grace_seconds=grace_seconds)

@@ -322,6 +322,21 @@ def rebuildable_digests(core: HubCore) -> set[str]:
     return set(rows(core.catalog, PACKED)) | originals
 
 
+def prune_libraries(core: HubCore) -> list[str]:
+    """Forget the libraries none of whose adapters is in the catalog any more (``gc`` calls this
+    after pruning the artifact rows of removed content); their pool blobs go with ``gc``.
+
+    Returns:
+        The bases whose library was dropped.
+    """
+    in_use = {r.digest for r in rows(core.catalog, PACKED).values()}
+    dead = [base for base, r in rows(core.catalog, LIBRARY).items() if r.digest not in in_use]
+    if dead:
+        with core.catalog.transaction() as tx:
+            delete_rows(tx, LIBRARY, dead)
+    return dead
+
+
 def pool_digests(core: HubCore) -> set[str]:
     """The pool blobs of every packed library (``gc`` keeps them and their rows)."""
     return {r.digest for r in rows(core.catalog, LIBRARY).values()}

@@ -259,3 +259,15 @@ def test_route_over_packed_library_adapters(home):
         from adapterhub.app.examples import stored_examples
 
         assert stored_examples(hub, "lib/wn_pos") is not None  # the new revision kept its example inputs
+
+
+def test_gc_drops_a_library_once_its_adapters_are_removed(hub):
+    hub.shard_pack("tiny-bert", pool_size=2)
+    pool = _pool_digest(hub)
+    for n in NAMES[:2]:
+        hub.remove(n)
+    hub.gc(grace_seconds=0)
+    assert hub.blobs.has(pool) and hub.shard_stats()[0]["names"] == ["acme/a2"]
+    hub.remove("acme/a2")
+    result = hub.gc(grace_seconds=0)
+    assert pool in result["blobs"] and hub.shard_stats() == []
