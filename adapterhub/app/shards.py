@@ -31,7 +31,7 @@ from typing import Any
 from adapterhub.app import shard_pools
 from adapterhub.app.core import HubCore
 from adapterhub.app.ingest import content_fields, load
-from adapterhub.errors import IncompatibleAdaptersError, InvalidParameterError
+from adapterhub.errors import CommitConflictError, IncompatibleAdaptersError, InvalidParameterError
 from adapterhub.store import AdapterRecord
 from adapterhub.store.artifacts import ArtifactRecord, find_artifact
 from adapterhub.store.shard_rows import LIBRARY, ORIGINAL, PACKED, delete_rows, head_digests, names_with_digest, put_rows, rows
@@ -65,12 +65,12 @@ def _parameters(given: dict[str, Any], stored: dict[str, Any] | None) -> dict[st
     if stored is None:
         return {k: given[k] if given.get(k) is not None else v for k, v in DEFAULTS.items()}
     for key, value in given.items():
-        if value is not None and key in stored and stored[key] != value:
+        if key != "max_error" and value is not None and key in stored and stored[key] != value:
             raise InvalidParameterError(
                 f"the library was packed with {key.replace('_', '-')}={stored[key]}, not {value}; "
                 "pass --repack to pack everything again with new parameters"
             )
-    return {**DEFAULTS, **stored, **{k: v for k, v in given.items() if v is not None and k not in stored}}
+    return {**DEFAULTS, **stored, **{k: v for k, v in given.items() if v is not None}}
 
 
 def _select(core: HubCore, base_model: str, names: Sequence[str] | None) -> list[AdapterRecord]:
@@ -187,6 +187,7 @@ def pack(
     sizes.update({d: size for d, size, _ in new.values()})
     try:
         with core.catalog.transaction() as tx:
+            _still_current(core, base_model, mine)
             for original, (digest, size, rebuilt) in sorted(new.items()):
                 if digest == original:
                     continue
@@ -214,6 +215,16 @@ def pack(
         for o, (d, _, _) in sorted(new.items())
     ]
     return summary
+
+
+def _still_current(core: HubCore, base_model: str, expected: str | None) -> None:
+    """Inside the write transaction: the base's library is still the one this operation read
+    (compare-and-set, as a repo head moves), else nothing is written."""
+    found = rows(core.catalog, LIBRARY).get(base_model)
+    if (found.digest if found is not None else None) != expected:
+        raise CommitConflictError(
+            f"the packed library of '{base_model}' changed while this operation ran (another pack or unpack); run it again"
+        )
 
 
 def _carried_files(core: HubCore, record: AdapterRecord) -> list[Any]:
@@ -287,6 +298,8 @@ def unpack(core: HubCore, name: str) -> dict[str, Any]:
     sizes = {d: r.size for d, r in rows(core.catalog, PACKED).items() if r.digest == row.digest}
     try:
         with core.catalog.transaction() as tx:
+            if base is not None:
+                _still_current(core, base, row.digest)
             delete_rows(tx, PACKED, [record.digest])
             if pool_digest is None:
                 delete_rows(tx, PACKED, sizes)

@@ -271,3 +271,30 @@ def test_gc_drops_a_library_once_its_adapters_are_removed(hub):
     hub.remove("acme/a2")
     result = hub.gc(grace_seconds=0)
     assert pool in result["blobs"] and hub.shard_stats() == []
+
+
+def test_a_pack_racing_another_pack_of_the_base_writes_nothing(hub, monkeypatch):
+    from adapterhub.app import shard_pools
+    from adapterhub.errors import CommitConflictError
+
+    real, calls = shard_pools.pool_bytes, []
+
+    def racing(library, provenance):  # type: ignore[no-untyped-def]
+        if not calls:  # another process packs the base while this one is packing
+            calls.append(1)
+            hub.shard_pack("tiny-bert", adapters=["acme/a2"], pool_size=2)
+        return real(library, provenance)
+
+    monkeypatch.setattr(shard_pools, "pool_bytes", racing)
+    before = {n: hub.get(n).digest for n in NAMES[:2]}
+    with pytest.raises(CommitConflictError, match="changed while this operation ran"):
+        hub.shard_pack("tiny-bert", adapters=NAMES[:2], pool_size=2)
+    assert hub.shard_stats()[0]["names"] == ["acme/a2"]
+    assert {n: hub.get(n).digest for n in NAMES[:2]} == before and all(hub.blobs.has(d) for d in before.values())
+
+
+def test_incremental_pack_takes_a_max_error(hub):
+    hub.shard_pack("tiny-bert", adapters=NAMES[:2], pool_size=2)
+    summary = hub.shard_pack("tiny-bert", max_error=0.0)  # grow the pools until the new one is (nearly) exact
+    [added] = summary["packed"]
+    assert added["names"] == ["acme/a2"] and added["error"] < 1e-5
