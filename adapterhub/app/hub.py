@@ -14,7 +14,20 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from adapterhub.app import access, evaluation, ingest, merging, mhr, mos_training, repos, routing, shards, sync, tokens
+from adapterhub.app import (
+    access,
+    evaluation,
+    ingest,
+    merging,
+    mhr,
+    mos_training,
+    repos,
+    routing,
+    shard_reads,
+    shards,
+    sync,
+    tokens,
+)
 from adapterhub.app.core import HubCore
 from adapterhub.errors import AdapterNotFoundError
 from adapterhub.hubformat import UploadStaging
@@ -38,7 +51,7 @@ class AdapterHub(HubCore):
     def __init__(self, home: str | Path | None = None, database_url: str | None = None) -> None:
         super().__init__(home, database_url)
         # a packed adapter's weights blob is rebuilt from its shard pool when a read misses it
-        self.blobs.materialiser = partial(shards.materialise, self)
+        self.blobs.materialiser = partial(shard_reads.materialise, self)
 
     # ---------------------------------------------------------------- writes: one path (ingest)
     add = ingest.add
@@ -56,8 +69,8 @@ class AdapterHub(HubCore):
     train = evaluation.train
     shard_pack = shards.pack
     shard_unpack = shards.unpack
-    shard_stats = shards.stats
-    shard_verify = shards.verify_packed
+    shard_stats = shard_reads.stats
+    shard_verify = shard_reads.verify_packed
     evaluate_adapter = evaluation.evaluate_adapter
 
     # ---------------------------------------------------------------- hub: client, server, tokens
@@ -113,7 +126,7 @@ class AdapterHub(HubCore):
             "children": sorted({c.child_name for c in self.catalog.descendants(name) if c.child_name}),
             "metrics": [m.to_dict() for m in self.catalog.metrics(name)],
             "revisions": [r.to_dict() for r in self.catalog.revisions(name)],
-            "storage": shards.storage(self, record),
+            "storage": shard_reads.storage(self, record),
             "mos": mos_training.mos_form(self, record),
         }
 
@@ -161,11 +174,11 @@ class AdapterHub(HubCore):
         blob and committing its row, or still receiving an upload. Use 0 only when nothing else
         writes to this home (this process's own uploads in progress are kept even then).
         """
-        live = self.catalog.referenced_digests() | repos.referenced_digests(self) | shards.pool_digests(self)
+        live = self.catalog.referenced_digests() | repos.referenced_digests(self) | shard_reads.pool_digests(self)
         routing.prune(self, live)
         shards.prune_libraries(self)
         # a packed adapter's weights are rebuilt on the next read: dropped once unused for the grace period
-        referenced = self._referenced_digests() - shards.rebuildable_digests(self)
+        referenced = self._referenced_digests() - shard_reads.rebuildable_digests(self)
         result = self.blobs.gc(referenced, grace_seconds=grace_seconds)
         staging = UploadStaging.remove_stale(self.settings.home / "uploads", grace_seconds=grace_seconds)
         staging += LfsObjects(self.settings.home / "uploads" / "lfs").remove_stale(grace_seconds=grace_seconds)
@@ -185,7 +198,7 @@ class AdapterHub(HubCore):
         """
         bad: list[str] = []
         missing: list[str] = []
-        rebuildable = shards.rebuildable_digests(self)
+        rebuildable = shard_reads.rebuildable_digests(self)
         for digest in sorted(self._referenced_digests()):
             if not self.blobs.has(digest):
                 if digest not in rebuildable:

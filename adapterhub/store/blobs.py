@@ -179,7 +179,7 @@ class BlobStore:
         self.base = self.root / "sha256"
         # Rebuilds a blob that is not stored but can be derived (a packed adapter's weights, from
         # its shard pool): digest -> its bytes, or None when it knows no way. Set by the layer that
-        # knows how (``app.core.HubCore``); the store itself knows nothing of what blobs mean.
+        # knows how (``app.hub.AdapterHub``); the store itself knows nothing of what blobs mean.
         self.materialiser: Callable[[str], bytes | None] | None = None
 
     def __repr__(self) -> str:
