@@ -26,8 +26,8 @@ from adapterhub.lora.adapter import LoraAdapter
 from adapterhub.shard.pack_types import pool_key
 from adapterhub.shard.pack_vectors import _CHUNK, canonical_vectors, directions, fit_sample, from_shards, kmeans_fit, nearest, to_shards
 
-CHUNK = 2 * _CHUNK  # rows per pool-wide step (a multiple of nearest()'s block: same results as unchunked)
-SPILL_BYTES = 1 << 30  # canonical vectors above this (estimated from the first adapter) go to a temp file
+CHUNK = _CHUNK  # rows per pool-wide step (a multiple of nearest()'s block: same results as unchunked)
+SPILL_BYTES = 64 << 20  # canonical vectors above this (estimated from the first adapter) go to a temp file
 
 
 def check_shapes(name: str, adapter: LoraAdapter, shapes: dict[str, tuple[int, int]]) -> None:
@@ -81,10 +81,12 @@ class RowStore:
             yield start, self.rows(start, start + CHUNK)
 
     def take(self, index: torch.Tensor) -> torch.Tensor:
-        """Rows at sorted ``index``, read chunk by chunk."""
+        """Rows at sorted ``index``, read ``CHUNK`` rows at a time (only the chunks it touches)."""
         out = torch.empty(index.numel(), self.width, dtype=self.dtype)
         at = 0
-        for start, block in self.chunks():
+        while at < index.numel():
+            start = int(index[at]) // CHUNK * CHUNK
+            block = self.rows(start, start + CHUNK)
             stop = int(torch.searchsorted(index, start + block.shape[0]))
             out[at:stop] = block[index[at:stop] - start]
             at = stop
@@ -178,7 +180,9 @@ def fit_pool(store: RowStore, k: int, *, seed: int, max_iter: int, max_fit_point
     weights = torch.cat([directions(block)[1] for _, block in store.chunks()])
     generator = torch.Generator().manual_seed(seed)
     live = fit_sample(weights, max_fit_points, generator)
-    X = directions(store.take(live))[0]
+    X = torch.empty(live.numel(), store.width)
+    for start in range(0, live.numel(), CHUNK):  # directions of the sample, a chunk at a time
+        X[start : start + CHUNK] = directions(store.take(live[start : start + CHUNK]))[0]
     centers = kmeans_fit(X, weights[live].double(), k, generator=generator, max_iter=max_iter)
     del X
     pool = centers.to(dtype)
