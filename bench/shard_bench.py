@@ -8,8 +8,8 @@ Run (results as JSON on stdout, progress on stderr; ``--json PATH`` also writes 
 The adapters (``shard_bench_data.py``: 2.5 MB fp16 each, shared low-rank structure) are generated
 once into ``--cache`` as PEFT folders and read back lazily by the packer, one at a time, so the pack
 time includes reading the library from safetensors and the generation does not. ``--sizes`` runs
-each size in its own process (peak RSS, ``ru_maxrss``, is per process) and prints how time and
-memory grow.
+each size in its own process and prints how time and memory grow. Peak memory is the process's
+``VmHWM`` right after packing (not ``ru_maxrss``, which a spawned child inherits from its parent).
 
 Every number comes with a reference measured in the same process:
 * pack time vs the time to just read + write the unpacked library (safetensors ``load_file`` of
@@ -49,6 +49,15 @@ from adapterhub.shard.pack_baselines import int8_quantise, truncate_rank  # noqa
 
 
 def _rss_mb() -> float:
+    """Peak RSS of this program in MB: ``VmHWM`` (Linux). ``ru_maxrss`` is a fallback only: it keeps
+    the peak of the process image before ``exec``, i.e. of the parent that spawned this one."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -56,14 +65,18 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def _median_ms(fn: Callable[[], object], repeat: int = 5) -> float:
+def _times_ms(fn: Callable[[], object], repeat: int = 5) -> list[float]:
     fn()  # warm
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return round(statistics.median(times) * 1000, 2)
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def _median_ms(fn: Callable[[], object], repeat: int = 5) -> float:
+    return round(statistics.median(_times_ms(fn, repeat)), 2)
 
 
 def _materialise(adapter: LoraAdapter) -> int:
@@ -141,8 +154,9 @@ def run_one(args: argparse.Namespace) -> dict:
     stats = packed.stats()
     _log(f"packed in {pack_s:.1f} s, peak RSS {peak:.0f} MB; timing references")
     names = library.names[:5]
-    unpack_ms = statistics.median(_median_ms(lambda n=n: _materialise(packed.unpack(n))) for n in names)
-    load_ms = statistics.median(_median_ms(lambda n=n: _materialise(LoraAdapter.load(library.folder(n)))) for n in names)
+    unpack = [t for n in names for t in _times_ms(lambda n=n: _materialise(packed.unpack(n)))]
+    load = [t for n in names for t in _times_ms(lambda n=n: _materialise(LoraAdapter.load(library.folder(n))))]
+    unpack_ms, load_ms = round(statistics.median(unpack), 2), round(statistics.median(load), 2)
     read_s, write_s = read_write_seconds([library.folder(n) for n in library.names])
     _log("baselines")
     base = baselines(library, packed, stats, args.baseline_sample)
@@ -157,8 +171,11 @@ def run_one(args: argparse.Namespace) -> dict:
         "pack_vs_read_write": round(pack_s / max(read_s + write_s, 1e-9), 1),
         "peak_rss_mb": round(peak, 1),
         "rss_before_pack_mb": round(rss_before, 1),
+        "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "unpack_one_ms": unpack_ms,
+        "unpack_one_ms_min": round(min(unpack), 2),
         "load_one_ms": load_ms,
+        "load_one_ms_min": round(min(load), 2),
         "unpack_vs_load": round(unpack_ms / max(load_ms, 1e-9), 2),
         "unpacked_mb": round(stats.unpacked_bytes / 2**20, 1),
         "packed_mb": round(stats.total_packed_bytes / 2**20, 2),
