@@ -38,7 +38,7 @@ from adapterhub.lora.adapter import LoraAdapter
 from adapterhub.lora.config import AdapterConfig
 from adapterhub.lora.module import LoraModule
 from adapterhub.merge.factors import fro_norm
-from adapterhub.shard.pack_fit import Canonical, check_shapes, fit_pool, read_library, spill_folder
+from adapterhub.shard.pack_fit import Canonical, check_shapes, fit_pool, read_library, release_memory, spill_folder
 from adapterhub.shard.pack_io import load_packed
 from adapterhub.shard.pack_types import FORMAT, PackedAdapter, PackedModule, index_dtype, pool_key
 from adapterhub.shard.pack_vectors import (
@@ -419,6 +419,7 @@ def _pack(adapters, canon: Canonical, info, names, *, pool_size, private_budget,
     # pooled reconstruction of every unit, and its error relative to its adapter
     candidates: list[tuple[float, int, str, str, int]] = []  # (-priority, cost, name, path, unit)
     for name in names:
+        release_memory()  # per-adapter transients would otherwise pile up in a fragmented heap
         for path in sorted(canon.paths[name]):
             u, v = canon.vectors(name, path, "B"), canon.vectors(name, path, "A")
             pm = PackedModule(d_out=u.shape[1], d_in=v.shape[1])
@@ -455,6 +456,7 @@ def _pack(adapters, canon: Canonical, info, names, *, pool_size, private_budget,
         pm.priv_B, pm.priv_A = u[priv].to(dtype), v[priv].to(dtype)
         pm.idx_B, pm.coef_B, pm.idx_A, pm.coef_A = pm.idx_B[keep], pm.coef_B[keep], pm.idx_A[keep], pm.coef_A[keep]
     for name in names:
+        release_memory()
         for pm in packed[name].modules.values():
             if pm.priv_B.numel() == 0 and pm.verbatim is None:
                 pm.priv_B, pm.priv_A = torch.zeros(0, pm.d_out, dtype=dtype), torch.zeros(0, pm.d_in, dtype=dtype)

@@ -14,6 +14,8 @@ results are those of the whole-pool computation, bit for bit (``tests/shard/test
 from __future__ import annotations
 
 import bisect
+import ctypes
+import ctypes.util
 import os
 import tempfile
 from collections.abc import Mapping
@@ -185,6 +187,7 @@ def fit_pool(store: RowStore, k: int, *, seed: int, max_iter: int, max_fit_point
         X[start : start + CHUNK] = directions(store.take(live[start : start + CHUNK]))[0]
     centers = kmeans_fit(X, weights[live].double(), k, generator=generator, max_iter=max_iter)
     del X
+    release_memory()
     pool = centers.to(dtype)
     centers = pool.float()
     c_sq = centers.square().sum(1)
@@ -195,7 +198,31 @@ def fit_pool(store: RowStore, k: int, *, seed: int, max_iter: int, max_fit_point
         stop = start + block.shape[0]
         idx[start:stop] = nearest(directions(block)[0], centers)
         coef[start:stop] = ((block.float() * centers[idx[start:stop]]).sum(1) / c_sq[idx[start:stop]]).to(dtype)
+    release_memory()
     return pool, idx, coef
+
+
+def release_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
+
+    A pool's chunked steps allocate and free blocks of 1-32 MB, which glibc serves from its heap
+    once its mmap threshold has grown; long-lived tensors (pools, indices) allocated in between
+    then keep that heap from shrinking, and the resident size would carry the largest transient of
+    every earlier pool into the next one (1.5 GB instead of 0.6 GB at 100 Llama-layer adapters).
+    """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc():  # type: ignore[no-untyped-def]
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
 
 
 def spill_folder() -> tempfile.TemporaryDirectory:
