@@ -13,7 +13,9 @@ home, whatever ``ADAPTERHUB_DATABASE_URL`` says), so the demo exercises what a u
    renderer (``adapterhub.eval.quality``), and return the rows;
 5. route a mixed stream of test queries (``_route_and_score``);
 6. the generative base: a few SmolLM2-135M adapters merged and scored on a small test subset
-   (``adapterhub.app.demo_llm``).
+   (``adapterhub.app.demo_llm``);
+7. shard pools: the library packed into shared pools and scored, and one MoS adapter trained
+   (``adapterhub.app.demo_shard``, on a scratch catalog beside the demo's).
 
 Imported adapters are reused when the demo runs again on the same home; ``demo/*`` entries are
 remade, so a changed default shows up. ``quick=True`` uses three tasks and two methods.
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapterhub.app.demo_llm import generative_section
+from adapterhub.app.demo_shard import MOS_STEPS, shard_section
 from adapterhub.app.hub import AdapterHub
 from adapterhub.errors import AdapterNotFoundError, InvalidParameterError
 from adapterhub.store.records import MetricRecord
@@ -245,6 +248,8 @@ def run_demo(
         say(f"routed {routing['per_task']} unlabeled test queries of each task: top-1 accuracy "
             f"{routing['mean']['top1']:.3f}, hedged mixture {routing['mean']['hedged']:.3f}, own adapter "
             f"{routing['mean']['oracle']:.3f} (own adapter picked {routing['mean']['routed_to_own']:.0%})")
+    shard = shard_section(home_path, folder, tasks, threads=threads, mos_steps=MOS_STEPS // 3 if quick else MOS_STEPS,
+                          say=say)
     data: dict[str, Any] = {
         "home": str(home_path),
         "library": str(folder),
@@ -254,6 +259,7 @@ def run_demo(
         "rows": rows,
         "routing": routing,
         "generative": generative,
+        "shard": shard,
         "seconds": round(time.perf_counter() - started, 1),
     }
     out_dir = Path(out).expanduser().resolve() if out is not None else home_path / "report"

@@ -281,7 +281,8 @@ def demo(
     method, scores each merge on every task's test split beside zero-shot and the individual
     adapters, and writes a table and a plot. Then routes a mixed stream of test queries without
     their task name (prototype router) and scores the routed mixtures beside each own adapter.
-    Last, three SmolLM2-135M (causal LM) task adapters merged and scored on a small test subset.
+    Then three SmolLM2-135M (causal LM) task adapters merged and scored on a small test subset.
+    Last, the library packed into shared shard pools (and scored), and one MoS adapter trained.
     About 2 minutes on 2 cores (the first run also dequantises SmolLM2 once, ~20 s); --quick about 1 minute.
 
     \b
@@ -322,6 +323,7 @@ def demo(
     print_table(f"routing {routing['per_task']} unlabeled test queries per task (no task name; docs/routing.md)",
                 ["task", "own adapter", "prototype top-1", "hedged mixture", "own adapter picked"], route_rows)
     _print_generative(data["generative"])
+    _print_shard(data["shard"])
     info(f"catalog: {data['home']}  ({data['seconds']:.0f} s)")
     for kind, path in data["files"].items():
         info(f"wrote {kind}: {path}")
@@ -338,6 +340,19 @@ def _print_generative(section: dict[str, Any]) -> None:
     print_table(f"SmolLM2-135M (causal LM): {len(section['tasks'])} task adapters merged by LoRA-LEGO k=8; accuracy % "
                 f"on a fixed subset of {section['per_task']} test examples per task (small, to keep the demo short)",
                 ["task", "zero-shot", "own adapter", "merged"], rows)
+
+
+def _print_shard(section: dict[str, Any]) -> None:
+    """The demo's shard section: the library packed into shared pools (accuracy before and after), one MoS adapter."""
+    pack, mos = section["pack"], section["mos"]
+    rows = [[n, _pct(r["original"]), _pct(r["packed"])] for n, r in pack["adapters"].items()]
+    s = pack["stats"]
+    print_table(f"shard pools: {len(rows)} adapters packed in {pack['seconds']:.0f} s, {s['bytes_unpacked']:,} -> "
+                f"{s['bytes_packed']:,} bytes ({s['ratio']:.1f}x); test accuracy % (docs/shard_pools.md)",
+                ["adapter", "original", "packed"], rows)
+    info(f"MoS on {mos['task']} ({mos['steps']} steps): accuracy {_pct(mos['accuracy'])}% (zero-shot "
+         f"{_pct(mos['zero_shot'])}%) with {mos['parameters']:,} trainable parameters; a rank-8 LoRA has "
+         f"{mos['lora_rank_parameters']:,}")
 
 
 def typer_app() -> typer.Typer:

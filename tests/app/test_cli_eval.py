@@ -157,6 +157,10 @@ def test_demo_quick_runs_end_to_end(cli, tmp_path: Path) -> None:
     assert set(routing["tasks"]) == set(out["tasks"]) and routing["per_task"] == 10
     for row in routing["tasks"].values():
         assert 0 <= row["routed_to_own"] <= 1 and 0 < row["oracle"] <= 1 and 0 < row["top1"] <= 1 and 0 < row["hedged"] <= 1
+    pack, mos = out["shard"]["pack"], out["shard"]["mos"]  # the shard section: a packed library, one MoS adapter
+    assert pack["stats"]["adapters"] == 3 and pack["stats"]["ratio"] > 1.5  # fixed-size pools: 3.4x at 7 adapters
+    assert len(pack["adapters"]) == 3 and all(0 < r["packed"] <= 1 for r in pack["adapters"].values())
+    assert mos["parameters"] * 4 == mos["lora_rank_parameters"] and 0 < mos["accuracy"] <= 1
     from adapterhub.app import AdapterHub
 
     with AdapterHub(home, database_url=f"sqlite:///{home / 'catalog.db'}") as hub:
