@@ -128,7 +128,7 @@ def baselines(library, packed, stats, sample: int) -> dict:  # type: ignore[no-u
         key: {
             "mean_rel_error": round(statistics.mean(errs), 4),
             "bytes_per_adapter": round(statistics.mean(sizes[key])),
-            "ratio": round(unpacked / max(statistics.mean(sizes[key]), 1), 2),
+            "ratio": round(unpacked / statistics.mean(sizes[key]), 2) if statistics.mean(sizes[key]) > 0 else None,
             **({"rank": ranks[key]} if key in ranks else {}),
         }
         for key, errs in rows.items()
@@ -242,6 +242,9 @@ def run_sizes(args: argparse.Namespace, argv: list[str]) -> dict:
         "peak_rss_mb_per_adapter": round((hi["peak_rss_mb"] - lo["peak_rss_mb"]) / (hi["n"] - lo["n"]), 3) if hi["n"] > lo["n"] else None,
         "unpacked_mb_per_adapter": round(hi["unpacked_mb"] / hi["n"], 3),
     }
+    if len(runs) > 2:  # the k-means sample stops growing at max_fit_points: the last step shows the slope
+        a, b = runs[-2], runs[-1]
+        growth["peak_rss_mb_per_adapter_last_step"] = round((b["peak_rss_mb"] - a["peak_rss_mb"]) / (b["n"] - a["n"]), 3)
     header = f"{'N':>6} {'pack s':>8} {'r+w s':>7} {'peak MB':>8} {'ratio':>6} {'err':>6} {'unpack ms':>9} {'load ms':>8} {'trunc err':>9} {'int8tr err':>10}"
     print(header, file=sys.stderr)
     for r in runs:
