@@ -36,6 +36,15 @@ def shared_base_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
 
 
 @pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread; on a busy machine more threads oversubscribe (50x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def peft_adapter_dir(tmp_path: Path) -> Path:
     """A PEFT adapter on the tiny BERT, one module at a lower rank (``rank_pattern``)."""
     _, folder = make_peft_adapter(tmp_path / "adapter", rank_pattern={"layer.1.attention.self.value": 2})

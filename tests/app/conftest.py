@@ -30,3 +30,14 @@ def cli(home: Path):
 
     return run
 
+
+
+@pytest.fixture
+def tiny_smollm2(monkeypatch: pytest.MonkeyPatch):
+    """A tiny random Llama that stands in for SmolLM2 wherever the real base would be loaded."""
+    from adapterhub.models.causal import SMOLLM2_ID, tiny_random_llama
+
+    lm = tiny_random_llama(seed=3)
+    lm.base_model_id = SMOLLM2_ID
+    monkeypatch.setattr("adapterhub.models.causal.cached_smollm2", lambda dtype=None: lm)
+    return lm

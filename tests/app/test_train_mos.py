@@ -13,17 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from adapterhub.models.causal import SMOLLM2_ID, tiny_random_llama
+from adapterhub.models.causal import SMOLLM2_ID
 
 TASK = "wn_adj_kind"  # the smallest shipped task: scoring the tiny model takes a fraction of a second
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +33,6 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture
-def tiny_smollm2(monkeypatch: pytest.MonkeyPatch):
-    lm = tiny_random_llama(seed=3)
-    lm.base_model_id = SMOLLM2_ID
-    monkeypatch.setattr("adapterhub.models.causal.cached_smollm2", lambda dtype=None: lm)
-    return lm
 
 
 def _train_mos(cli, folder: Path, name: str, *extra: str) -> dict:

@@ -11,15 +11,9 @@ import json
 
 import pytest
 
-from adapterhub.models.causal import SMOLLM2_ID, tiny_random_llama
+from adapterhub.models.causal import SMOLLM2_ID
 
 
-@pytest.fixture
-def tiny_smollm2(monkeypatch: pytest.MonkeyPatch):
-    lm = tiny_random_llama(seed=3)
-    lm.base_model_id = SMOLLM2_ID
-    monkeypatch.setattr("adapterhub.models.causal.cached_smollm2", lambda dtype=None: lm)
-    return lm
 
 
 def _train(cli, task: str, name: str, seed: int) -> dict:

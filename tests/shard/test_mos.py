@@ -34,13 +34,7 @@ TEXTS = ["the cat sat", "a dog ran far away", "x"]
 LLAMA = MosConfig(target_modules=LLAMA_TARGET_MODULES)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a busy machine more threads oversubscribe (50x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomise(model: torch.nn.Module, seed: int = 1) -> None:
