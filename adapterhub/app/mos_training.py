@@ -190,11 +190,10 @@ def pools_to_bytes(pools: MosPools) -> bytes:
 
 def _header(f: BinaryIO) -> dict[str, Any]:
     """The safetensors header of an open blob (tensor shapes and metadata), read without the data."""
+    from adapterhub.app.shard_pools import safetensors_header
+
+    header = safetensors_header(f, max_bytes=_MAX_HEADER)
     try:
-        n = int.from_bytes(f.read(8), "little")
-        if not 0 < n <= _MAX_HEADER:
-            raise ValueError(f"header length {n}")
-        header = json.loads(f.read(n))
         meta = json.loads(header["__metadata__"][POOLS_META_KEY])
     except (KeyError, TypeError, ValueError) as e:
         raise InvalidAdapterError(f"not a MoS pool form (safetensors with {POOLS_META_KEY!r} metadata): {e}") from e

@@ -53,14 +53,21 @@ def pool_bytes(library: PackedLibrary, provenance: dict[str, Any]) -> bytes:
     return save(tensors, metadata=header)
 
 
-def _header_of(head: bytes, read: Any) -> dict[str, Any]:
+def safetensors_header(f: Any, *, max_bytes: int = _MAX_HEADER) -> dict[str, Any]:
+    """The JSON header of a safetensors stream open at its start (tensor entries and ``__metadata__``),
+    read without the data; a length over ``max_bytes`` is refused before anything is read.
+
+    Raises:
+        InvalidAdapterError: truncated, too large, not JSON or not an object.
+    """
+    head = f.read(8)
     if len(head) != 8:
         raise InvalidAdapterError("truncated safetensors header")
     (n,) = struct.unpack("<Q", head)
-    if n > _MAX_HEADER:
-        raise InvalidAdapterError(f"safetensors header of {n} bytes is too large")
+    if not 0 < n <= max_bytes:
+        raise InvalidAdapterError(f"safetensors header length {n} is outside 1..{max_bytes} bytes")
     try:
-        header = json.loads(read(n))
+        header = json.loads(f.read(n))
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidAdapterError(f"safetensors header is not JSON ({e})") from None
     if not isinstance(header, dict):
@@ -75,7 +82,7 @@ def read_header(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, A
         InvalidAdapterError: not a pool blob (bad header, no library metadata).
     """
     with open(path, "rb") as f:
-        header = _header_of(f.read(8), f.read)
+        header = safetensors_header(f)
     extra = header.pop("__metadata__", None) or {}
     try:
         meta, provenance = json.loads(extra[META_KEY]), json.loads(extra.get(PROVENANCE_KEY, "{}"))
