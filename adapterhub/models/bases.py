@@ -1,9 +1,11 @@
 """The registry of base models the bed knows: how to load each, its kind, its default LoRA targets.
 
 ``minilm`` (default) is the sentence encoder ``sentence-transformers/all-MiniLM-L6-v2``: tasks
-are scored by similarity to label descriptions (``adapterhub.eval.evaluate``). ``smollm2`` is the
-causal LM ``HuggingFaceTB/SmolLM2-135M-Instruct``: tasks are asked as instruction prompts and
-scored by answer log-likelihood or exact match (``adapterhub.eval.generative``). How a base is
+are scored by similarity to label descriptions (``adapterhub.eval.evaluate``); ``mpnet``
+(``sentence-transformers/all-mpnet-base-v2``) is a second, larger encoder scored the same way, the
+target Trans-LoRA moves MiniLM adapters to. ``smollm2`` is the causal LM
+``HuggingFaceTB/SmolLM2-135M-Instruct``: tasks are asked as instruction prompts and scored by
+answer log-likelihood or exact match (``adapterhub.eval.generative``). How a base is
 *scored* lives in ``adapterhub.eval`` (a layer above), chosen by ``BaseSpec.kind``; everything the
 models layer can know — loading, targets, the PEFT ``task_type`` — is here.
 
@@ -55,6 +57,12 @@ def _load_minilm() -> object:
     return cached_base_model()
 
 
+def _load_mpnet() -> object:
+    from adapterhub.models.mpnet import cached_mpnet
+
+    return cached_mpnet()
+
+
 def _load_smollm2() -> object:
     from adapterhub.models.causal import cached_smollm2
 
@@ -65,11 +73,16 @@ def _registry() -> dict[str, BaseSpec]:
     from adapterhub.models.base import DEFAULT_BASE_MODEL
     from adapterhub.models.causal import LLAMA_TARGET_MODULES, SMOLLM2_ID
     from adapterhub.models.lora_layers import DEFAULT_EXCLUDE_MODULES, DEFAULT_TARGET_MODULES
+    from adapterhub.models.mpnet import MPNET_ID, MPNET_TARGET_MODULES
 
     return {
         "minilm": BaseSpec(
             "minilm", DEFAULT_BASE_MODEL, "encoder", DEFAULT_TARGET_MODULES, DEFAULT_EXCLUDE_MODULES, None,
             _load_minilm, "all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers, 22.7M parameters)",
+        ),
+        "mpnet": BaseSpec(
+            "mpnet", MPNET_ID, "encoder", MPNET_TARGET_MODULES, DEFAULT_EXCLUDE_MODULES, None,
+            _load_mpnet, "all-mpnet-base-v2 sentence encoder (MPNet, 12 layers, 109M parameters)",
         ),
         "smollm2": BaseSpec(
             "smollm2", SMOLLM2_ID, "causal_lm", LLAMA_TARGET_MODULES, (), "CAUSAL_LM",
@@ -78,7 +91,7 @@ def _registry() -> dict[str, BaseSpec]:
     }
 
 
-BASE_NAMES: tuple[str, ...] = ("minilm", "smollm2")
+BASE_NAMES: tuple[str, ...] = ("minilm", "mpnet", "smollm2")
 
 
 def get_base(name_or_id: str | None = None) -> BaseSpec:

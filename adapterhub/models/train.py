@@ -156,6 +156,7 @@ def train_adapter(
     temperature: float = DEFAULT_TEMPERATURE,
     max_steps: int | None = None,
     validate: ValidateFn | None = None,
+    soft_targets: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter for one task with AdamW on CPU.
 
@@ -175,6 +176,9 @@ def train_adapter(
         max_steps: stop after this many steps (default: all epochs).
         validate: scores the trained adapter on the restored model after training (``None``:
             no scoring); e.g. ``adapterhub.eval.evaluate.split_scorer(task, protocol=protocol)``.
+        soft_targets: ``(n_train, n_labels)`` class probabilities to fit instead of the hard
+            labels (distillation: cross-entropy to a teacher's distribution is the KL divergence
+            to it plus a constant, so the gradients are those of the KL).
 
     Returns:
         ``TrainResult`` with the adapter (base model id recorded, head in passthrough tensors for
@@ -191,6 +195,12 @@ def train_adapter(
     texts, labels = task.texts("train"), torch.tensor(task.label_ids("train"))
     if not texts:
         raise InvalidParameterError(f"task '{task.name}' has no train examples")
+    if soft_targets is not None:
+        if tuple(soft_targets.shape) != (len(texts), task.num_labels):
+            raise InvalidParameterError(
+                f"soft_targets must be ({len(texts)}, {task.num_labels}), got {tuple(soft_targets.shape)}"
+            )
+        labels = soft_targets.float()
     base = model_dir_or_model if isinstance(model_dir_or_model, BaseModel) else load_base_model(model_dir_or_model)
     params = {
         "task": task.name, "protocol": protocol, "rank": rank, "alpha": alpha,
