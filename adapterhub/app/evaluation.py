@@ -60,6 +60,7 @@ def train(
     budget_rank: int | None = None,
     shards_per_vector: int | None = None,
     private_rank: int | None = None,
+    transfer_kit: bool = False,
 ) -> dict[str, Any]:
     """Train one LoRA (or MoS adapter) for a shipped task on a registered base and store it with its metrics.
 
@@ -83,6 +84,9 @@ def train(
             a fixed random index, not a learned router). A MoS entry is its exported plain rank-``rank``
             LoRA; its pool form is kept as an artifact (``mos_training.pool_form``/``mos_form``).
         budget_rank, shards_per_vector, private_rank: MoS only (``None``: 2, 2, 1); refused with ``"lora"``.
+        transfer_kit: also build the adapter's Trans-LoRA kit (seeds + discriminator,
+            ``app/transfer_kit``) from the train split while it is at hand (encoder bases; loads the
+            SmolLM2 generator, ~30 s more).
 
     Returns:
         ``{"adapter": record, "task", "protocol", "metrics": {...}, "params": {...}}``; with
@@ -160,6 +164,8 @@ def train(
 
         if mos is None:
             record = store()
+            if transfer_kit and not causal:
+                _store_transfer_kit(core, record, spec, progress)
         else:  # the pool form's blob first, the entry, then the artifact row that keeps the blob
             with mos_training.stored_with_pools(core, result.pools) as attach:
                 record = store()
@@ -172,6 +178,18 @@ def train(
     out = {"adapter": record.to_dict(), "task": spec.name, "protocol": protocol, "metrics": metrics,
            "params": result.params}
     return out if mos is None else {**out, "method": "mos", "mos": mos_training.mos_form(core, record)}
+
+
+def _store_transfer_kit(core: HubCore, record: AdapterRecord, spec: Task,
+                        progress: Callable[[str], None] | None) -> None:
+    """Seeds (the adapter's first 5 example inputs) + a discriminator on 128 real train inputs."""
+    from adapterhub.app.transfer_kit import build_kit, store_kit
+
+    if progress is not None:
+        progress("preparing the transfer kit (seeds + discriminator) for a later `adapterhub transfer`…")
+    kit = build_kit(spec, draw_examples(spec.name, n=128), base_model=record.base_model,
+                    seeds=draw_examples(spec.name)[:5], max_real=128)
+    store_kit(core, record, kit)
 
 
 def _describe(spec: Task, labels: dict[str, str]) -> str:

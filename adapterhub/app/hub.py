@@ -2,7 +2,7 @@
 
 It keeps the settings, the catalog and the blob store (``HubCore``) and answers the simple reads
 itself: get, list, show, remove, lineage, verify, gc. Everything else is a service module in this
-package (``ingest``, ``merging``, ``sync``, ``repos``, ``tokens``, ``evaluation``): a plain
+package (``ingest``, ``merging``, ``sync``, ``repos``, ``tokens``, ``evaluation``, ``transfer``): a plain
 function that takes the core first, bound here as a method in one line, so ``AdapterHub.merge``
 is ``merging.merge`` with its signature and docstring. A new capability is one engine package plus
 one service module, and one line per method here.
@@ -27,6 +27,8 @@ from adapterhub.app import (
     shards,
     sync,
     tokens,
+    transfer,
+    transfer_kit,
 )
 from adapterhub.app.core import HubCore
 from adapterhub.errors import AdapterNotFoundError
@@ -72,6 +74,8 @@ class AdapterHub(HubCore):
     shard_stats = shard_reads.stats
     shard_verify = shard_reads.verify_packed
     evaluate_adapter = evaluation.evaluate_adapter
+    transfer = transfer.run
+    transfer_prepare = transfer_kit.prepare
 
     # ---------------------------------------------------------------- hub: client, server, tokens
     push = sync.push

@@ -68,6 +68,10 @@ def train(
         help="Local transformers checkpoint folder (default: the packaged all-MiniLM-L6-v2).",
     ),
     tag: list[str] = typer.Option([], "--tag", metavar="TEXT", help="Tag recorded on the adapter; repeatable."),
+    transfer_kit: bool = typer.Option(
+        True, "--transfer-kit/--no-transfer-kit",
+        help="Also keep seeds + a discriminator for a later `adapterhub transfer` (packaged encoder bases; ~30 s).",
+    ),
     method: str = typer.Option(
         "lora", "--method", metavar="TEXT",
         help="lora, or mos (Mixture of Shards, ICLR 2025: layers share pools of shards picked by a fixed random "
@@ -113,6 +117,7 @@ def train(
             protocol=protocol, base_model=base_model, base=base, max_steps=steps, limit=limit, tags=tag,
             threads=threads, progress=None if json_output else info, method=method, budget_rank=budget_rank,
             shards_per_vector=shards_per_vector, private_rank=private_rank,
+            transfer_kit=transfer_kit and base_model is None,
         )
     if json_output:
         print_json(result)

@@ -10,8 +10,8 @@ import typer
 
 from adapterhub.cli.lazy import LazyCommand, LazyGroup
 
-_CATALOG, _MERGE, _ROUTE, _SHARD, _EVAL, _HUB = (
-    f"adapterhub.cli.{m}" for m in ("catalog", "merge", "route", "shard", "evaluate", "hub")
+_CATALOG, _MERGE, _ROUTE, _SHARD, _TRANSFER, _EVAL, _HUB = (
+    f"adapterhub.cli.{m}" for m in ("catalog", "merge", "route", "shard", "transfer", "evaluate", "hub")
 )
 
 COMMANDS: dict[str, LazyCommand] = {
@@ -30,6 +30,9 @@ COMMANDS: dict[str, LazyCommand] = {
     ),
     "shard": LazyCommand(
         _SHARD, "Sharding", "Pack a base's adapters into shared shard pools: pack, unpack, stats, verify."
+    ),
+    "transfer": LazyCommand(
+        _TRANSFER, "Transfer", "Move an adapter to another base model without its training data (Trans-LoRA)."
     ),
     "train": LazyCommand(
         _EVAL, "Evaluation", "Train a LoRA (or a MoS adapter) for a shipped task and add it to the catalog."

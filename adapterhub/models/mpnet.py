@@ -116,6 +116,8 @@ def load_mpnet(*, cache_dir: str | Path | None = None, max_length: int = DEFAULT
     try:
         if not (folder / "config.json").is_file():
             _build_cache(folder)
+    except BaseModelNotFoundError:
+        raise
     except OSError as e:
         raise BaseModelNotFoundError(MPNET_ID, str(e)) from e
     return load_base_model(folder, max_length=max_length, base_model_id=MPNET_ID)

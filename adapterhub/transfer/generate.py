@@ -21,7 +21,9 @@ import torch
 from adapterhub.errors import InvalidParameterError
 from adapterhub.models.causal import CausalLM
 
-_NUMBERING = re.compile(r"^\s*(\d{1,2}[.)]|[-*•])\s*")
+_NUMBERING = re.compile(r"^\s*(\d{1,2}[.)]|[-*•])(\s+|$)")
+"""A list marker the model wrote before its text ("7. ", "- "): followed by a space, so that
+"3.14 is pi" and "-5 degrees" keep their numbers."""
 MIN_CHARS = 4
 MAX_CHARS = 400
 

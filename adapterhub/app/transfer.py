@@ -1,0 +1,139 @@
+"""``adapterhub transfer``: move a catalog adapter to another base model without its data (Trans-LoRA).
+
+Reads the source adapter and its transfer kit (``app/transfer_kit``), checks every input before
+any model loads (names, bases, seeds), runs the engine (``adapterhub.transfer``), scores the new
+adapter on the task's test split beside the target base's zero-shot, and stores it in one write
+with its lineage: the source (name and exact digest), the target base, the seeds' and the
+synthetic set's digests, the discriminator's acceptance rate and blob, the generator and every
+setting. The new adapter keeps the seeds as its example inputs (real texts: routers may use them).
+
+Without a kit, ``--seeds`` still transfers, unfiltered (every sampled candidate is distilled on);
+the lineage says so. That is the paper's "no discriminator" ablation, offered because a team may
+hold old adapters whose data is gone before any kit was built.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from adapterhub.app.core import HubCore
+from adapterhub.app.ingest import add_adapter, load
+from adapterhub.app.transfer_kit import KIT_KIND, find_kit, load_generator, read_seeds, task_of
+from adapterhub.errors import AdapterExistsError, IncompatibleAdaptersError, InvalidParameterError
+from adapterhub.names import validate_name
+from adapterhub.route.base import EXAMPLES_FILE, render_examples
+from adapterhub.store import AdapterRecord, LineageRecord, MetricRecord, artifacts
+from adapterhub.threads import torch_threads
+
+Progress = Callable[[str, int, int], None]
+MAX_SAMPLES = 5000
+
+
+def default_name(source: str, to_base: str) -> str:
+    """``ns/name`` → ``ns/name-<base>``."""
+    return f"{source}-{to_base}"
+
+
+def _plan(core: HubCore, name: str, to_base: str, new_name: str | None, samples: int, seeds: str | Path | None
+          ) -> tuple[AdapterRecord, Any, Any, str, list[str] | None]:
+    """Every check that needs no model: (source record, its task, target spec, new name, seeds)."""
+    from adapterhub.models.bases import find_base, get_base
+
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise InvalidParameterError(f"--samples must be between 1 and {MAX_SAMPLES}")
+    record = core.catalog.get(name)
+    target = get_base(to_base)
+    source = find_base(record.base_model)
+    if source is None:
+        raise IncompatibleAdaptersError(
+            f"'{name}' was trained on '{record.base_model}', which is not a registered base; the teacher cannot load it")
+    if source.name == target.name:
+        raise InvalidParameterError(f"'{name}' is already on {target.name}; choose another --to-base")
+    task = task_of(record)
+    out = new_name or default_name(name, target.name)
+    validate_name(out)
+    if core.catalog.exists(out):
+        raise AdapterExistsError(out)
+    return record, task, target, out, read_seeds(seeds) if seeds is not None else None
+
+
+def run(
+    core: HubCore,
+    name: str,
+    *,
+    to_base: str,
+    samples: int = 250,
+    max_candidates: int | None = None,
+    seeds: str | Path | None = None,
+    generator: str = "smollm2",
+    new_name: str | None = None,
+    rank: int = 8,
+    epochs: int = 4,
+    seed: int = 0,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Transfer ``name`` to the base ``to_base`` and store the result as ``new_name``.
+
+    Returns:
+        ``{"adapter": record, "source", "to_base", "stats", "metrics", "filtered"}``.
+
+    Raises:
+        AdapterNotFoundError, AdapterExistsError, InvalidNameError, InvalidParameterError (unknown
+        base, same base, no task, no kit and no seeds, bad seeds file, nothing accepted),
+        IncompatibleAdaptersError (source base not registered), BaseModelNotFoundError (a model
+        package — e.g. the generator — is not installed).
+    """
+    from adapterhub.eval.bed import score_on_task
+    from adapterhub.models.bases import get_base
+    from adapterhub.transfer import TransferConfig, transfer_adapter
+
+    record, task, target, out, seed_texts = _plan(core, name, to_base, new_name, samples, seeds)
+    kit_found = find_kit(core, record)
+    if kit_found is None and seed_texts is None:
+        raise InvalidParameterError(
+            f"'{name}' has no transfer kit and no seeds were given: run `adapterhub transfer prepare {name} "
+            "--data FILE` with its training inputs, or pass --seeds FILE for an unfiltered transfer")
+    kit = kit_found[0] if kit_found is not None else None
+    kit_artifact = artifacts.find_artifact(core.catalog, KIT_KIND, record.digest) if kit else None
+    config = TransferConfig(samples=samples, max_candidates=max_candidates, filter=kit is not None, rank=rank,
+                            alpha=2 * rank, epochs=epochs, seed=seed)
+    with torch_threads(threads):
+        lm = load_generator(generator)
+        teacher = get_base(record.base_model).load()
+        student = target.load()
+        disc_base = get_base(kit.discriminator_base).load() if kit is not None else None
+        source_adapter = load(core, name)
+        result = transfer_adapter(
+            source_adapter, task, teacher=teacher, student=student, generator=lm, kit=kit,  # type: ignore[arg-type]
+            target_modules=target.target_modules, config=config, discriminator_base=disc_base,  # type: ignore[arg-type]
+            seeds=seed_texts, progress=progress or (lambda *_: None))
+        test = score_on_task(result.adapter, task, student)  # type: ignore[arg-type]
+        zero = score_on_task(None, task, student)  # type: ignore[arg-type]
+    stats = {**result.stats, "generator": get_base(generator).model_id}
+    lineage_params = {
+        "source": name, "source_base": record.base_model, "to_base": target.model_id, **stats,
+        "filtered": config.filter, "transfer_kit": kit_artifact.digest if kit_artifact else None,
+        "settings": result.params,
+    }
+    extra = {"protocol": "similarity", "n": test.n, "source": "adapterhub transfer"}
+    metrics = [MetricRecord(task=task.name, split="test", metric=k, value=v, extra=extra) for k, v in
+               {"accuracy": test.accuracy, "macro_f1": test.macro_f1, "accuracy_stderr": test.accuracy_stderr,
+                "zero_shot_accuracy": zero.accuracy}.items()]
+    with tempfile.TemporaryDirectory(prefix=".transfer-", dir=core.settings.home) as tmp:
+        examples = Path(tmp) / EXAMPLES_FILE
+        seed_list = seed_texts if seed_texts is not None else (kit.seeds if kit else [])
+        examples.write_bytes(render_examples(seed_list[:32]))
+        stored = add_adapter(
+            core, result.adapter, out, task=task.name, tags=["transferred"],
+            description=f"{name} transferred to {target.name} by Trans-LoRA "
+                        f"({stats['accepted']} synthetic inputs, acceptance {stats['acceptance_rate']:.0%}).",
+            lineage=[LineageRecord(parent_name=name, operation="transfer:trans-lora", parent_digest=record.digest,
+                                   params=lineage_params)],
+            metrics=metrics, operation="transfer", source=name, examples=examples)
+    return {"adapter": stored.to_dict(), "source": name, "to_base": target.model_id, "stats": stats,
+            "filtered": config.filter,
+            "metrics": {"test": {"accuracy": test.accuracy, "zero_shot_accuracy": zero.accuracy, "n": test.n}}}
