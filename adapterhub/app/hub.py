@@ -74,6 +74,7 @@ class AdapterHub(HubCore):
     shard_stats = shard_reads.stats
     shard_verify = shard_reads.verify_packed
     evaluate_adapter = evaluation.evaluate_adapter
+    transfer_check = transfer.check
     transfer = transfer.run
     transfer_prepare = transfer_kit.prepare
 

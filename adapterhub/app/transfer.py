@@ -15,13 +15,14 @@ hold old adapters whose data is gone before any kit was built.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from adapterhub.app.access import private_result
 from adapterhub.app.core import HubCore
 from adapterhub.app.ingest import add_adapter, load
-from adapterhub.app.transfer_kit import KIT_KIND, find_kit, load_generator, read_seeds, task_of
+from adapterhub.app.transfer_kit import KIT_KIND, MAX_SEEDS, find_kit, load_generator, read_seeds, task_of
 from adapterhub.errors import AdapterExistsError, IncompatibleAdaptersError, InvalidParameterError
 from adapterhub.names import validate_name
 from adapterhub.route.base import EXAMPLES_FILE, render_examples
@@ -37,9 +38,48 @@ def default_name(source: str, to_base: str) -> str:
     return f"{source}-{to_base}"
 
 
-def _plan(core: HubCore, name: str, to_base: str, new_name: str | None, samples: int, seeds: str | Path | None
-          ) -> tuple[AdapterRecord, Any, Any, str, list[str] | None]:
-    """Every check that needs no model: (source record, its task, target spec, new name, seeds)."""
+def _seed_list(seeds: str | Path | Sequence[str] | None) -> list[str] | None:
+    """Seeds from a file (CLI) or a list (HTTP): at least 1, at most 32."""
+    if seeds is None:
+        return None
+    if isinstance(seeds, (str, Path)):
+        return read_seeds(seeds)
+    from adapterhub.transfer import check_seeds
+
+    if len(seeds) > MAX_SEEDS:
+        raise InvalidParameterError(f"give at most {MAX_SEEDS} seeds")
+    return check_seeds(seeds)
+
+
+def check(
+    core: HubCore,
+    name: str,
+    *,
+    to_base: str,
+    new_name: str | None = None,
+    samples: int = 250,
+    seeds: str | Path | Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Every check of a transfer that needs no model, so bad input fails before any work starts.
+
+    Returns:
+        ``{"name": new adapter name, "filtered": whether a kit exists}``.
+
+    Raises:
+        as ``run``, except what only the models can find out.
+    """
+    record, _, _, out, seed_texts = _plan(core, name, to_base, new_name, samples, seeds)
+    has_kit = artifacts.find_artifact(core.catalog, KIT_KIND, record.digest) is not None
+    if not has_kit and seed_texts is None:
+        raise InvalidParameterError(
+            f"'{name}' has no transfer kit and no seeds were given: run `adapterhub transfer prepare {name} "
+            "--data FILE` with its training inputs, or pass --seeds FILE for an unfiltered transfer")
+    return {"name": out, "filtered": has_kit}
+
+
+def _plan(core: HubCore, name: str, to_base: str, new_name: str | None, samples: int,
+          seeds: str | Path | Sequence[str] | None) -> tuple[AdapterRecord, Any, Any, str, list[str] | None]:
+    """(source record, its task, target spec, new name, seeds), checked."""
     from adapterhub.models.bases import find_base, get_base
 
     if not 1 <= samples <= MAX_SAMPLES:
@@ -57,7 +97,7 @@ def _plan(core: HubCore, name: str, to_base: str, new_name: str | None, samples:
     validate_name(out)
     if core.catalog.exists(out):
         raise AdapterExistsError(out)
-    return record, task, target, out, read_seeds(seeds) if seeds is not None else None
+    return record, task, target, out, _seed_list(seeds)
 
 
 def run(
@@ -67,7 +107,7 @@ def run(
     to_base: str,
     samples: int = 250,
     max_candidates: int | None = None,
-    seeds: str | Path | None = None,
+    seeds: str | Path | Sequence[str] | None = None,
     generator: str = "smollm2",
     new_name: str | None = None,
     rank: int = 8,
@@ -91,12 +131,9 @@ def run(
     from adapterhub.models.bases import get_base
     from adapterhub.transfer import TransferConfig, transfer_adapter
 
+    check(core, name, to_base=to_base, new_name=new_name, samples=samples, seeds=seeds)
     record, task, target, out, seed_texts = _plan(core, name, to_base, new_name, samples, seeds)
     kit_found = find_kit(core, record)
-    if kit_found is None and seed_texts is None:
-        raise InvalidParameterError(
-            f"'{name}' has no transfer kit and no seeds were given: run `adapterhub transfer prepare {name} "
-            "--data FILE` with its training inputs, or pass --seeds FILE for an unfiltered transfer")
     kit = kit_found[0] if kit_found is not None else None
     kit_artifact = artifacts.find_artifact(core.catalog, KIT_KIND, record.digest) if kit else None
     config = TransferConfig(samples=samples, max_candidates=max_candidates, filter=kit is not None, rank=rank,
@@ -127,13 +164,14 @@ def run(
         examples = Path(tmp) / EXAMPLES_FILE
         seed_list = seed_texts if seed_texts is not None else (kit.seeds if kit else [])
         examples.write_bytes(render_examples(seed_list[:32]))
-        stored = add_adapter(
-            core, result.adapter, out, task=task.name, tags=["transferred"],
-            description=f"{name} transferred to {target.name} by Trans-LoRA "
-                        f"({stats['accepted']} synthetic inputs, acceptance {stats['acceptance_rate']:.0%}).",
-            lineage=[LineageRecord(parent_name=name, operation="transfer:trans-lora", parent_digest=record.digest,
-                                   params=lineage_params)],
-            metrics=metrics, operation="transfer", source=name, examples=examples)
+        with private_result(core, [name], out):  # a private source gives a private result, never public
+            stored = add_adapter(
+                core, result.adapter, out, task=task.name, tags=["transferred"],
+                description=f"{name} transferred to {target.name} by Trans-LoRA "
+                            f"({stats['accepted']} synthetic inputs, acceptance {stats['acceptance_rate']:.0%}).",
+                lineage=[LineageRecord(parent_name=name, operation="transfer:trans-lora", parent_digest=record.digest,
+                                       params=lineage_params)],
+                metrics=metrics, operation="transfer", source=name, examples=examples)
     return {"adapter": stored.to_dict(), "source": name, "to_base": target.model_id, "stats": stats,
             "filtered": config.filter,
             "metrics": {"test": {"accuracy": test.accuracy, "zero_shot_accuracy": zero.accuracy, "n": test.n}}}

@@ -27,9 +27,10 @@ from fastapi.responses import JSONResponse
 
 from adapterhub.errors import AdapterHubError, InvalidParameterError
 from adapterhub.hubformat import DEFAULT_MAX_UPLOAD_BYTES, LFS_THRESHOLD
-from adapterhub.server import hub_listing, hub_routes, lfs, rest, xet
+from adapterhub.server import hub_listing, hub_routes, lfs, rest, transfer_routes, xet
 from adapterhub.server.bodylimit import MAX_BODY_BYTES, BodyLimitMiddleware
 from adapterhub.server.errors import error_response, internal_error_response
+from adapterhub.server.jobs import JobRunner
 from adapterhub.server.merge_slots import MergeSlots
 
 if TYPE_CHECKING:
@@ -111,6 +112,7 @@ def create_app(
     app.state.merge_slots = merge_slots or MergeSlots()
     app.state.lfs_threshold = lfs_threshold
     scrubber = _path_scrubber(getattr(getattr(hub, "settings", None), "home", None))
+    app.state.jobs = JobRunner(public=lambda e: _public(e, scrubber))
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
 
     @app.exception_handler(AdapterHubError)
@@ -136,6 +138,7 @@ def create_app(
         return internal_error_response()
 
     app.include_router(rest.router)
+    app.include_router(transfer_routes.router)
     app.include_router(hub_routes.router)
     app.include_router(lfs.router)
     app.include_router(xet.router)
