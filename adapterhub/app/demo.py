@@ -15,7 +15,8 @@ home, whatever ``ADAPTERHUB_DATABASE_URL`` says), so the demo exercises what a u
 6. the generative base: a few SmolLM2-135M adapters merged and scored on a small test subset
    (``adapterhub.app.demo_llm``);
 7. shard pools: the library packed into shared pools and scored, and one MoS adapter trained
-   (``adapterhub.app.demo_shard``, on a scratch catalog beside the demo's).
+   (``adapterhub.app.demo_shard``, on a scratch catalog beside the demo's);
+8. transfer: one library adapter moved to all-mpnet-base-v2 by Trans-LoRA (``adapterhub.app.demo_transfer``).
 
 Imported adapters are reused when the demo runs again on the same home; ``demo/*`` entries are
 remade, so a changed default shows up. ``quick=True`` uses three tasks and two methods.
@@ -31,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from adapterhub.app.demo_llm import generative_section
 from adapterhub.app.demo_shard import MOS_STEPS, shard_section
+from adapterhub.app.demo_transfer import TASK as TRANSFER_TASK
+from adapterhub.app.demo_transfer import transfer_section
 from adapterhub.app.hub import AdapterHub
 from adapterhub.errors import AdapterNotFoundError, InvalidParameterError
 from adapterhub.store.records import MetricRecord
@@ -245,6 +248,8 @@ def run_demo(
                 f"{row['retained_gain']:.2f} (merge {row['merge_seconds']:.1f} s, eval {row['eval_seconds']:.1f} s)")
         routing = _route_and_score(hub, names, tasks, ROUTE_PER_TASK // 2 if quick else ROUTE_PER_TASK)
         generative = generative_section(hub, folder / "smollm2", n_tasks=2 if quick else 3, threads=threads, say=say)
+        transfer = (transfer_section(hub, "library/" + TRANSFER_TASK.replace("_", "-"), threads=threads, say=say)
+                    if TRANSFER_TASK in tasks else {"skipped": f"{TRANSFER_TASK} is not in the library"})
         say(f"routed {routing['per_task']} unlabeled test queries of each task: top-1 accuracy "
             f"{routing['mean']['top1']:.3f}, hedged mixture {routing['mean']['hedged']:.3f}, own adapter "
             f"{routing['mean']['oracle']:.3f} (own adapter picked {routing['mean']['routed_to_own']:.0%})")
@@ -260,6 +265,7 @@ def run_demo(
         "routing": routing,
         "generative": generative,
         "shard": shard,
+        "transfer": transfer,
         "seconds": round(time.perf_counter() - started, 1),
     }
     out_dir = Path(out).expanduser().resolve() if out is not None else home_path / "report"

@@ -287,7 +287,8 @@ def demo(
     adapters, and writes a table and a plot. Then routes a mixed stream of test queries without
     their task name (prototype router) and scores the routed mixtures beside each own adapter.
     Then three SmolLM2-135M (causal LM) task adapters merged and scored on a small test subset.
-    Last, the library packed into shared shard pools (and scored), and one MoS adapter trained.
+    Then the library packed into shared shard pools (and scored), and one MoS adapter trained.
+    Last, one library adapter moved to all-mpnet-base-v2 without its data (Trans-LoRA).
     About 2 minutes on 2 cores (the first run also dequantises SmolLM2 once, ~20 s); --quick about 1 minute.
 
     \b
@@ -329,6 +330,7 @@ def demo(
                 ["task", "own adapter", "prototype top-1", "hedged mixture", "own adapter picked"], route_rows)
     _print_generative(data["generative"])
     _print_shard(data["shard"])
+    _print_transfer(data["transfer"])
     info(f"catalog: {data['home']}  ({data['seconds']:.0f} s)")
     for kind, path in data["files"].items():
         info(f"wrote {kind}: {path}")
@@ -358,6 +360,19 @@ def _print_shard(section: dict[str, Any]) -> None:
     info(f"MoS on {mos['task']} ({mos['steps']} steps): accuracy {_pct(mos['accuracy'])}% (zero-shot "
          f"{_pct(mos['zero_shot'])}%) with {mos['parameters']:,} trainable parameters; a rank-8 LoRA has "
          f"{mos['lora_rank_parameters']:,}")
+
+
+def _print_transfer(section: dict[str, Any]) -> None:
+    """The demo's transfer row: one adapter moved to MPNet, beside its source and MPNet zero-shot."""
+    if "skipped" in section:
+        info(f"transfer section skipped: {section['skipped']}")
+        return
+    print_table(f"Trans-LoRA: {section['source']} (MiniLM) -> {section['target']} (all-mpnet-base-v2), "
+                f"{section['accepted']} of {section['generated']} SmolLM2 samples kept by the discriminator; "
+                "test accuracy % (small, to keep the demo short; docs/transfer.md)",
+                ["task", "source (MiniLM + LoRA)", "MPNet zero-shot", "MPNet + transferred LoRA"],
+                [[section["task"], _pct(section["source_accuracy"]), _pct(section["zero_shot"]),
+                  _pct(section["accuracy"])]])
 
 
 def typer_app() -> typer.Typer:
