@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,59 +34,61 @@ Progress = Callable[[str, int, int], None]
 MAX_SAMPLES = 5000
 
 
-def default_name(source: str, to_base: str) -> str:
-    """``ns/name`` → ``ns/name-<base>``."""
-    return f"{source}-{to_base}"
+def default_name(source: str, to_base: str, namespace: str | None = None) -> str:
+    """``ns/name`` → ``ns/name-<base>`` (in ``namespace`` instead of the source's, when given)."""
+    return f"{namespace or source.split('/', 1)[0]}/{source.split('/', 1)[-1]}-{to_base}"
 
 
 def _seed_list(seeds: str | Path | Sequence[str] | None) -> list[str] | None:
-    """Seeds from a file (CLI) or a list (HTTP): at least 1, at most 32."""
+    """Seeds from a file (CLI) or a list (HTTP), whitespace-normalised as the engine hashes them:
+    at least 1, at most 32."""
+    from adapterhub.transfer import check_seeds
+
     if seeds is None:
         return None
     if isinstance(seeds, (str, Path)):
-        return read_seeds(seeds)
-    from adapterhub.transfer import check_seeds
-
+        return check_seeds(read_seeds(seeds))
     if len(seeds) > MAX_SEEDS:
         raise InvalidParameterError(f"give at most {MAX_SEEDS} seeds")
     return check_seeds(seeds)
 
 
-def check(
+@dataclass
+class Plan:
+    """A checked transfer: what ``run`` needs, found without loading a model."""
+
+    record: AdapterRecord
+    task: Any
+    target: Any
+    name: str
+    seeds: list[str] | None
+    kit_digest: str | None
+
+
+def plan(
     core: HubCore,
     name: str,
     *,
     to_base: str,
     new_name: str | None = None,
+    namespace: str | None = None,
     samples: int = 250,
     seeds: str | Path | Sequence[str] | None = None,
-) -> dict[str, Any]:
+    generator: str = "smollm2",
+) -> Plan:
     """Every check of a transfer that needs no model, so bad input fails before any work starts.
-
-    Returns:
-        ``{"name": new adapter name, "filtered": whether a kit exists}``.
 
     Raises:
         as ``run``, except what only the models can find out.
     """
-    record, _, _, out, seed_texts = _plan(core, name, to_base, new_name, samples, seeds)
-    has_kit = artifacts.find_artifact(core.catalog, KIT_KIND, record.digest) is not None
-    if not has_kit and seed_texts is None:
-        raise InvalidParameterError(
-            f"'{name}' has no transfer kit and no seeds were given: run `adapterhub transfer prepare {name} "
-            "--data FILE` with its training inputs, or pass --seeds FILE for an unfiltered transfer")
-    return {"name": out, "filtered": has_kit}
-
-
-def _plan(core: HubCore, name: str, to_base: str, new_name: str | None, samples: int,
-          seeds: str | Path | Sequence[str] | None) -> tuple[AdapterRecord, Any, Any, str, list[str] | None]:
-    """(source record, its task, target spec, new name, seeds), checked."""
     from adapterhub.models.bases import find_base, get_base
 
     if not 1 <= samples <= MAX_SAMPLES:
         raise InvalidParameterError(f"--samples must be between 1 and {MAX_SAMPLES}")
     record = core.catalog.get(name)
     target = get_base(to_base)
+    if get_base(generator).kind != "causal_lm":
+        raise InvalidParameterError(f"generator '{generator}' is not a causal LM; use smollm2")
     source = find_base(record.base_model)
     if source is None:
         raise IncompatibleAdaptersError(
@@ -93,11 +96,24 @@ def _plan(core: HubCore, name: str, to_base: str, new_name: str | None, samples:
     if source.name == target.name:
         raise InvalidParameterError(f"'{name}' is already on {target.name}; choose another --to-base")
     task = task_of(record)
-    out = new_name or default_name(name, target.name)
+    out = new_name or default_name(name, target.name, namespace)
     validate_name(out)
     if core.catalog.exists(out):
         raise AdapterExistsError(out)
-    return record, task, target, out, _seed_list(seeds)
+    seed_texts = _seed_list(seeds)
+    kit = artifacts.find_artifact(core.catalog, KIT_KIND, record.digest)
+    if kit is None and seed_texts is None:
+        raise InvalidParameterError(
+            f"'{name}' has no transfer kit and no seeds were given: run `adapterhub transfer prepare {name} "
+            "--data FILE` with its training inputs, or pass --seeds FILE for an unfiltered transfer")
+    return Plan(record, task, target, out, seed_texts, kit.digest if kit is not None else None)
+
+
+def check(core: HubCore, name: str, **kwargs: Any) -> dict[str, Any]:
+    """``plan``'s checks for a face that answers before the work starts (the server's 202):
+    ``{"name": the new adapter's name, "filtered": whether a kit exists}``."""
+    checked = plan(core, name, **kwargs)
+    return {"name": checked.name, "filtered": checked.kit_digest is not None}
 
 
 def run(
@@ -110,6 +126,7 @@ def run(
     seeds: str | Path | Sequence[str] | None = None,
     generator: str = "smollm2",
     new_name: str | None = None,
+    namespace: str | None = None,
     rank: int = 8,
     epochs: int = 4,
     seed: int = 0,
@@ -131,11 +148,11 @@ def run(
     from adapterhub.models.bases import get_base
     from adapterhub.transfer import TransferConfig, transfer_adapter
 
-    check(core, name, to_base=to_base, new_name=new_name, samples=samples, seeds=seeds)
-    record, task, target, out, seed_texts = _plan(core, name, to_base, new_name, samples, seeds)
-    kit_found = find_kit(core, record)
+    checked = plan(core, name, to_base=to_base, new_name=new_name, namespace=namespace, samples=samples,
+                   seeds=seeds, generator=generator)
+    record, task, target, out, seed_texts = checked.record, checked.task, checked.target, checked.name, checked.seeds
+    kit_found = find_kit(core, record) if checked.kit_digest is not None else None
     kit = kit_found[0] if kit_found is not None else None
-    kit_artifact = artifacts.find_artifact(core.catalog, KIT_KIND, record.digest) if kit else None
     config = TransferConfig(samples=samples, max_candidates=max_candidates, filter=kit is not None, rank=rank,
                             alpha=2 * rank, epochs=epochs, seed=seed)
     with torch_threads(threads):
@@ -153,7 +170,7 @@ def run(
     stats = {**result.stats, "generator": get_base(generator).model_id}
     lineage_params = {
         "source": name, "source_base": record.base_model, "to_base": target.model_id, **stats,
-        "filtered": config.filter, "transfer_kit": kit_artifact.digest if kit_artifact else None,
+        "filtered": config.filter, "transfer_kit": checked.kit_digest,
         "settings": result.params,
     }
     extra = {"protocol": "similarity", "n": test.n, "source": "adapterhub transfer"}

@@ -125,7 +125,11 @@ def kit_from_bytes(data: bytes) -> tuple[SourceKit, dict[str, Any]]:
         seeds, config = [str(s) for s in meta["seeds"]], dict(meta["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise InvalidAdapterError(f"not a transfer kit (safetensors with {KIT_META_KEY!r} metadata): {e}") from e
-    adapter = LoraAdapter(AdapterConfig(config), DictSource(load(data)), origin="<transfer kit>")
+    try:
+        tensors = load(data)
+    except Exception as e:  # safetensors raises its own error types on bad bytes
+        raise InvalidAdapterError(f"transfer kit tensors are not valid safetensors: {e}") from e
+    adapter = LoraAdapter(AdapterConfig(config), DictSource(tensors), origin="<transfer kit>")
     adapter.validate()
     disc = Discriminator(adapter=adapter, metrics={}, params=meta.get("params", {}))
     return SourceKit(seeds, disc, str(meta.get("discriminator_base", "")), dict(meta.get("stats", {}))), meta

@@ -54,9 +54,10 @@ async def transfer(spec: TransferRequest, request: Request) -> JSONResponse:
     hub = hub_of(request)
     token = await run_in_threadpool(hub.check_token, bearer(request))
     namespace = await run_in_threadpool(hub.authorize_merge, token, [spec.name], spec.new_name)
-    new_name = spec.new_name or f"{namespace}/{spec.name.split('/', 1)[-1]}-{spec.to_base}"
     plan = await run_in_threadpool(
-        hub.transfer_check, spec.name, to_base=spec.to_base, new_name=new_name, samples=spec.samples, seeds=spec.seeds)
+        hub.transfer_check, spec.name, to_base=spec.to_base, new_name=spec.new_name, namespace=namespace,
+        samples=spec.samples, seeds=spec.seeds, generator=spec.generator)
+    new_name = plan["name"]
     jobs: JobRunner = request.app.state.jobs
 
     def work(progress: Any) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from safetensors import SafetensorError
 
 from adapterhub.errors import InvalidAdapterError, InvalidParameterError
 from adapterhub.models import bases
@@ -301,9 +300,6 @@ def test_kit_from_bytes_refuses_a_kit_whose_discriminator_is_not_a_valid_adapter
         kit_from_bytes(wrong_rank)
 
 
-@pytest.mark.xfail(strict=True, raises=SafetensorError,
-                   reason="bug: a kit blob truncated in its tensor data raises safetensors' own SafetensorError "
-                          "from kit_from_bytes, not InvalidAdapterError")
 def test_kit_from_bytes_refuses_a_truncated_kit(hub, data_file):
     from adapterhub.app.transfer_kit import find_kit, kit_from_bytes, kit_to_bytes
 
@@ -526,9 +522,6 @@ def test_cli_transfer_without_a_kit_but_with_seeds_is_unfiltered(cli, hub, fake,
     assert "unfiltered" in result.stderr
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug: seeds from a file are stored in the examples file as read, but the lineage's "
-                          "seeds_digest is of the whitespace-normalised seeds")
 def test_seeds_digest_matches_the_stored_examples_for_untidy_seeds(hub, tmp_path):
     from adapterhub.app.examples import examples_of
     from adapterhub.transfer import texts_digest

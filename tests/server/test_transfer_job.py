@@ -249,18 +249,12 @@ def test_a_body_that_is_not_a_transfer_request(client, app, acme):
     assert _jobs(app) == 0
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug: the route's default name uses the raw to_base, so a model id gives a name with two "
-                          "slashes (400) where the CLI and AdapterHub.transfer use the base's short name")
 def test_to_base_given_as_a_model_id_names_the_result_by_the_short_name(client, acme):
     response = _post(client, acme, to_base=MPNET)
     assert response.status_code == 202, response.text
     assert response.json()["name"] == "acme/adj-mpnet"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug: the generator is not checked before the job is made: an unknown or non-causal "
-                          "generator is a 202, then a failed job (422), not a 4xx at once")
 @pytest.mark.parametrize("generator", ["minilm", "nope"])
 def test_a_bad_generator_is_refused_before_any_job(client, app, acme, generator):
     response = _post(client, acme, generator=generator)
