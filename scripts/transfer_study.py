@@ -7,9 +7,11 @@ appended to the JSON, and a rerun skips what is there):
    the discriminator (MiniLM + rank-4 LoRA + head) is trained on 128 real train inputs and 128
    generated ones (``transfer.prepare_source``);
 2. one candidate pool of ``--pool`` samples from SmolLM2-135M-Instruct prompted by the seeds; the
-   discriminator scores each. **filtered** = the first ``--samples`` candidates it calls real;
-   **unfiltered** = the first ``--samples`` candidates (the paper's ablation); **other-task** =
-   ``--samples`` real train inputs of another task (the paper's "random real text" ablation);
+   discriminator scores each. **top** = the ``--samples`` candidates it rates most real (the
+   service's default rule); **threshold** = the candidates it calls real (p > 0.5, the paper's rule;
+   at most ``--samples``); **unfiltered** = the first ``--samples`` candidates (the paper's
+   ablation); **other-task** = ``--samples`` real train inputs of another task (the paper's
+   "random real text" ablation);
 3. each set is labelled by the teacher (MiniLM + the library adapter) and a fresh rank-8 LoRA on
    MPNet is distilled on it (``transfer.train_student``), then scored on the real test split;
 4. references, once per task: source + LoRA (MiniLM), MPNet zero-shot, MPNet head-only and LoRA
@@ -17,8 +19,10 @@ appended to the JSON, and a rerun skips what is there):
    split (the upper bound); and the MMD between each synthetic set and the real test inputs in
    MiniLM's base embedding space (the paper's Table 8 shape), with real-vs-real as the floor.
 
-Run: ``python scripts/transfer_study.py`` (all 7 library tasks, seed 0, then seeds 1-2 on
-``wn_pos`` and ``wn_adj_kind``); ``--plot`` writes ``docs/transfer.md``'s figure and table.
+The student's epochs are chosen first, on the validation split of ``SELECT_TASK`` (the "top" set,
+epochs in ``EPOCH_GRID``), and used for every task. Run: ``python scripts/transfer_study.py`` (the
+selection, all 7 library tasks at seed 0, then seeds 1-2 of the "top" and "unfiltered" students on
+``wn_pos`` and ``wn_adj_kind``); ``scripts/transfer_report.py`` writes ``docs/transfer.md`` and its figure.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TASKS = ["wn_noun_supersense", "wn_verb_supersense", "wn_pos", "wn_adj_kind", "wn_animal_class", "chat_topic",
          "chat_language"]
 SEED_TASKS = ["wn_pos", "wn_adj_kind"]
+SELECT_TASK = "wn_adj_kind"
+EPOCH_GRID = (1, 2, 4)
 OTHER_TASK = {t: TASKS[(i + 1) % len(TASKS)] for i, t in enumerate(TASKS)}
 
 
@@ -96,41 +102,70 @@ def references(task_name: str, args) -> dict:
     return out
 
 
-def transfer_unit(task_name: str, seed: int, args, ablations: bool) -> dict:
+def candidate_sets(task_name: str, seed: int, args, ablations: bool) -> tuple[dict, dict[str, list[str]]]:
+    """The kit, the pool and every synthetic (or ablation) set of one task and seed."""
     task = load_task(task_name)
-    minilm, mpnet, lm = cached_base_model(), cached_mpnet(), cached_smollm2()
-    source = LoraAdapter.load(ROOT / "examples" / task_name)
+    minilm, lm = cached_base_model(), cached_smollm2()
     seeds, _ = seeds_of(task_name)
-    real = task.texts("train")
-    kit = prepare_source(task, real, generator=lm, discriminator_base=minilm, seeds=seeds, seed=seed)
+    kit = prepare_source(task, task.texts("train"), generator=lm, discriminator_base=minilm, seeds=seeds, seed=seed)
     pool_config = TransferConfig(samples=args.pool, max_candidates=args.pool, filter=False, seed=seed)
     pool, gen = synthesize(lm, seeds, task, pool_config, judge=None)
     started = time.perf_counter()
-    p = p_real(minilm, kit.discriminator.adapter, pool)
+    p = p_real(minilm, kit.discriminator.adapter, pool).tolist()
     judge_seconds = time.perf_counter() - started
-    filtered = [t for t, q in zip(pool, p.tolist()) if q > 0.5][: args.samples]
-    unfiltered = pool[: args.samples]
-    sets = {"filtered": filtered, "unfiltered": unfiltered}
+    ranked = sorted(range(len(pool)), key=lambda i: -p[i])[: args.samples]
+    sets = {"top": [pool[i] for i in sorted(ranked)], "unfiltered": pool[: args.samples]}
     if ablations:
-        rng = random.Random(seed)
+        sets["threshold"] = [t for t, q in zip(pool, p) if q > 0.5][: args.samples]
         other = load_task(OTHER_TASK[task_name]).texts("train")
-        sets["other_task"] = rng.sample(other, min(args.samples, len(other)))
-    out: dict = {"task": task_name, "seed": seed, "kit": kit.stats, "pool": len(pool), **gen,
-                 "acceptance_rate": round(float((p > 0.5).float().mean()), 4),
-                 "judge_seconds": round(judge_seconds, 2), "sizes": {k: len(v) for k, v in sets.items()}}
-    real_test = minilm.encode(task.texts("test"))
-    out["mmd"] = {name: round(mmd_rbf(minilm.encode(texts), real_test), 4) for name, texts in sets.items()}
-    real_train = real[: len(filtered) or 1]
-    out["mmd"]["real_train"] = round(mmd_rbf(minilm.encode(real_train), real_test), 4)
+        sets["other_task"] = random.Random(seed).sample(other, min(args.samples, len(other)))
+    info = {"task": task_name, "seed": seed, "kit": kit.stats, "pool": len(pool), **gen,
+            "acceptance_rate": round(sum(q > 0.5 for q in p) / max(1, len(p)), 4),
+            "top_min_p_real": round(min(p[i] for i in ranked), 4) if ranked else None,
+            "judge_seconds": round(judge_seconds, 2), "sizes": {k: len(v) for k, v in sets.items()},
+            "examples": {"most_real": [pool[i] for i in ranked[:5]],
+                         "rejected": [t for t, q in zip(pool, p) if q <= 0.5][:5]}}
+    return info, sets
+
+
+def distil_and_score(task_name: str, texts: list[str], seed: int, epochs: int, split: str = "test") -> tuple[float, float]:
+    """(accuracy on ``split``, seconds) of an MPNet student distilled from the library adapter on ``texts``."""
+    task = load_task(task_name)
+    minilm, mpnet = cached_base_model(), cached_mpnet()
+    source = LoraAdapter.load(ROOT / "examples" / task_name)
+    started = time.perf_counter()
+    probs = teacher_probs(minilm, source, task, texts)
+    result = train_student(mpnet, task, texts, probs, target_modules=MPNET_TARGET_MODULES, seed=seed, epochs=epochs)
+    seconds = round(time.perf_counter() - started, 1)
+    return acc(result.adapter, task, mpnet, split=split), seconds
+
+
+def transfer_unit(task_name: str, seed: int, args, ablations: bool, epochs: int) -> dict:
+    out, sets = candidate_sets(task_name, seed, args, ablations)
+    real_test = cached_base_model().encode(load_task(task_name).texts("test"))
+    out["mmd"] = {name: round(mmd_rbf(cached_base_model().encode(texts), real_test), 4)
+                  for name, texts in sets.items() if len(texts) > 1}
+    real = load_task(task_name).texts("train")[: args.samples]
+    out["mmd"]["real_train"] = round(mmd_rbf(cached_base_model().encode(real), real_test), 4)
     for name, texts in sets.items():
-        started = time.perf_counter()
-        probs = teacher_probs(minilm, source, task, texts)
-        result = train_student(mpnet, task, texts, probs, target_modules=MPNET_TARGET_MODULES, seed=seed,
-                               epochs=args.epochs)
-        out[f"{name}_seconds"] = round(time.perf_counter() - started, 1)
-        out[name] = acc(result.adapter, task, mpnet)
-    out["examples"] = {"filtered": filtered[:5], "rejected": [t for t, q in zip(pool, p.tolist()) if q <= 0.5][:5]}
+        if texts:
+            out[name], out[f"{name}_seconds"] = distil_and_score(task_name, texts, seed, epochs)
+    out["epochs"] = epochs
     return out
+
+
+def select_epochs(data: dict, args, save) -> int:
+    """The student's epochs: best validation accuracy of the "top" student on ``SELECT_TASK``, seed 0."""
+    if "selection" not in data:
+        _, sets = candidate_sets(SELECT_TASK, 0, args, False)
+        scores = {}
+        for epochs in EPOCH_GRID:
+            scores[str(epochs)], _ = distil_and_score(SELECT_TASK, sets["top"], 0, epochs, split="validation")
+            print(f"selection: {epochs} epochs -> validation {scores[str(epochs)]}", flush=True)
+        data["selection"] = {"task": SELECT_TASK, "set": "top", "validation_accuracy": scores,
+                             "epochs": int(max(scores, key=lambda k: (scores[k], -int(k))))}
+        save()
+    return int(data["selection"]["epochs"])
 
 
 def main() -> None:
@@ -140,7 +175,6 @@ def main() -> None:
     parser.add_argument("--extra-seeds", default="1,2")
     parser.add_argument("--samples", type=int, default=250)
     parser.add_argument("--pool", type=int, default=500)
-    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--upper-steps", type=int, default=100)
     parser.add_argument("--out", default=str(ROOT / "docs" / "transfer.json"))
     parser.add_argument("--threads", type=int, default=2)
@@ -148,12 +182,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out_path = Path(args.out)
     data = json.loads(out_path.read_text()) if out_path.is_file() else {"meta": {}, "references": {}, "units": []}
-    data["meta"] = {k: getattr(args, k) for k in ("samples", "pool", "epochs", "upper_steps")}
+    data["meta"] = {k: getattr(args, k) for k in ("samples", "pool", "upper_steps")}
     done = {(u["task"], u["seed"]) for u in data["units"]}
 
     def save() -> None:
         out_path.write_text(json.dumps(data, indent=1))
 
+    epochs = select_epochs(data, args, save)
     tasks = args.tasks.split(",")
     plan = [(t, int(s), True) for s in args.seeds.split(",") for t in tasks]
     plan += [(t, int(s), False) for s in args.extra_seeds.split(",") if s for t in SEED_TASKS if t in tasks]
@@ -167,7 +202,7 @@ def main() -> None:
         if (task_name, seed) in done:
             continue
         started = time.perf_counter()
-        unit = transfer_unit(task_name, seed, args, ablations)
+        unit = transfer_unit(task_name, seed, args, ablations, epochs)
         unit["seconds"] = round(time.perf_counter() - started, 1)
         data["units"].append(unit)
         save()

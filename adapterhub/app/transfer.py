@@ -127,8 +127,9 @@ def run(
     generator: str = "smollm2",
     new_name: str | None = None,
     namespace: str | None = None,
+    filter_rule: str = "top",
     rank: int = 8,
-    epochs: int = 4,
+    epochs: int = 2,
     seed: int = 0,
     threads: int | None = None,
     progress: Progress | None = None,
@@ -153,8 +154,8 @@ def run(
     record, task, target, out, seed_texts = checked.record, checked.task, checked.target, checked.name, checked.seeds
     kit_found = find_kit(core, record) if checked.kit_digest is not None else None
     kit = kit_found[0] if kit_found is not None else None
-    config = TransferConfig(samples=samples, max_candidates=max_candidates, filter=kit is not None, rank=rank,
-                            alpha=2 * rank, epochs=epochs, seed=seed)
+    config = TransferConfig(samples=samples, max_candidates=max_candidates, filter=kit is not None,
+                            filter_rule=filter_rule, rank=rank, alpha=2 * rank, epochs=epochs, seed=seed)
     with torch_threads(threads):
         lm = load_generator(generator)
         teacher = get_base(record.base_model).load()

@@ -36,8 +36,12 @@ def transfer(
     name: Optional[str] = typer.Option(None, "--name", "-n", metavar="NS/NEW", help="Name of the new adapter."),
     data: Optional[Path] = typer.Option(
         None, "--data", metavar="FILE", help='prepare: the adapter\'s training inputs, {"text": ...} per line.'),
+    filter_rule: str = typer.Option(
+        "top", "--filter", metavar="RULE",
+        help="top: keep the --samples candidates the discriminator rates most real (of 2 x --samples); "
+             "threshold: keep those it calls real (p > 0.5, the paper's rule; 8 x --samples budget)."),
     rank: int = typer.Option(8, "--rank", min=1, metavar="R", help="Rank of the new adapter."),
-    epochs: int = typer.Option(4, "--epochs", min=1, metavar="E", help="Distillation passes over D_syn."),
+    epochs: int = typer.Option(2, "--epochs", min=1, metavar="E", help="Distillation passes over D_syn."),
     seed: int = typer.Option(0, "--seed", metavar="S", help="Seeds sampling, the discriminator and the student."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, metavar="N", help="Torch threads."),
     json_output: bool = JSON_OPTION,
@@ -81,7 +85,8 @@ def transfer(
                 bar.update(jobs[stage], completed=done, total=total, visible=True)
 
             result = hub.transfer(words[0], to_base=to_base, samples=samples, max_candidates=max_candidates,
-                                  seeds=seeds, generator=generator, new_name=name, rank=rank, epochs=epochs,
+                                  seeds=seeds, generator=generator, new_name=name, filter_rule=filter_rule,
+                                  rank=rank, epochs=epochs,
                                   seed=seed, threads=threads, progress=progress)
     if json_output:
         print_json(result)

@@ -35,8 +35,10 @@ class TransferRequest(BaseModel):
     seeds: list[str] | None = Field(None, min_length=1, max_length=32, description="Seed inputs (default: the kit's).")
     generator: str = Field("smollm2", max_length=200, description="The generator LM (a causal base).")
     new_name: str | None = Field(None, max_length=200, description="Name of the new adapter.")
+    filter_rule: str = Field("top", pattern="^(top|threshold)$",
+                             description="top (the most real-looking candidates) or threshold (p(real) > 0.5).")
     rank: int = Field(8, ge=1, le=64, description="Rank of the new adapter.")
-    epochs: int = Field(4, ge=1, le=20, description="Distillation passes over the synthetic set.")
+    epochs: int = Field(2, ge=1, le=20, description="Distillation passes over the synthetic set.")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds sampling and the student.")
 
 
@@ -62,7 +64,8 @@ async def transfer(spec: TransferRequest, request: Request) -> JSONResponse:
 
     def work(progress: Any) -> dict[str, Any]:
         return hub.transfer(spec.name, to_base=spec.to_base, samples=spec.samples, max_candidates=spec.max_candidates,
-                            seeds=spec.seeds, generator=spec.generator, new_name=new_name, rank=spec.rank,
+                            seeds=spec.seeds, generator=spec.generator, new_name=new_name,
+                            filter_rule=spec.filter_rule, rank=spec.rank,
                             epochs=spec.epochs, seed=spec.seed, progress=progress)
 
     job = jobs.submit("transfer", _owner(token), work)

@@ -201,7 +201,9 @@ def test_prepare_then_transfer_stores_the_new_adapter_with_metrics_lineage_and_s
     assert params["seeds_digest"] == texts_digest(kit.seeds)
     assert len(params["synthetic_digest"]) == 64 and params["synthetic_digest"] != params["seeds_digest"]
     assert 1 <= params["accepted"] <= SMALL["samples"] and params["accepted"] <= params["generated"] <= 24
-    assert params["acceptance_rate"] == round(params["accepted"] / params["generated"], 4)
+    assert params["acceptance_rate"] == round(params["judged_real"] / params["generated"], 4)
+    assert params["settings"]["filter_rule"] == "top"  # the default: the `samples` most real-looking are kept
+    assert params["accepted"] == min(SMALL["samples"], params["generated"])
     assert params["generator"] == SMOLLM2
     assert params["transfer_kit"] == prepared["kit"] and params["filtered"] is True
     assert params["settings"]["samples"] == 6 and params["settings"]["max_candidates"] == 24

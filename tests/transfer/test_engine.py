@@ -146,6 +146,7 @@ def test_perfect_filter_and_teacher_make_the_student_match_the_teacher(monkeypat
     fake = FakeGenerator(_mixed_stream(real_pool))
     monkeypatch.setattr(pipeline, "sample_candidates", fake)
     config = TransferConfig(samples=len(real_pool), max_candidates=1000, sampling=SamplingConfig(batch_size=16),
+                            filter_rule="threshold",
                             **STUDENT_KW)
     kept, stats = synthesize(None, ["apple pear plum grape"], task, config, judge=perfect_judge)
     # the perfect filter keeps exactly the real inputs, in order, and no junk
@@ -194,7 +195,7 @@ def test_perfect_filter_and_teacher_make_the_student_match_the_teacher(monkeypat
 def test_a_judge_that_says_no_keeps_nothing_and_stops_at_the_budget(monkeypatch, task, real_pool):
     fake = FakeGenerator(_mixed_stream(real_pool))
     monkeypatch.setattr(pipeline, "sample_candidates", fake)
-    config = TransferConfig(samples=5, max_candidates=37, sampling=SamplingConfig(batch_size=16))
+    config = TransferConfig(samples=5, max_candidates=37, sampling=SamplingConfig(batch_size=16), filter_rule="threshold")
     seen_by_judge: list[str] = []
 
     def no(texts):
@@ -245,7 +246,8 @@ def test_transfer_with_an_always_no_discriminator_raises_and_trains_nothing(monk
     monkeypatch.setattr(pipeline, "teacher_probs", must_not_run)
     monkeypatch.setattr(pipeline, "train_student", must_not_run)
     kit = SourceKit(["apple pear"], Discriminator(disc, {}, {}), source.base_model_id)
-    config = TransferConfig(samples=10, max_candidates=30, sampling=SamplingConfig(batch_size=16))
+    config = TransferConfig(samples=10, max_candidates=30, sampling=SamplingConfig(batch_size=16),
+                            filter_rule="threshold")
     student = tiny_random_bert(seed=1)
     before = sorted(tmp_path.rglob("*"))
     with pytest.raises(InvalidParameterError, match="no synthetic input survived"):
@@ -525,7 +527,9 @@ def test_transfer_config_checks():
     for bad in [dict(samples=0), dict(samples=-1), dict(max_candidates=0)]:
         with pytest.raises(InvalidParameterError):
             TransferConfig(**bad)
-    assert TransferConfig(samples=7).budget == 56
+    assert TransferConfig(samples=7, filter_rule="threshold").budget == 56
+    assert TransferConfig(samples=7).budget == 14  # the top rule samples twice what it keeps
+    assert TransferConfig(samples=7, filter=False).budget == 56
     assert TransferConfig(samples=7, max_candidates=9).budget == 9
 
 
