@@ -32,6 +32,8 @@ from adapterhub.threads import torch_threads
 
 Progress = Callable[[str, int, int], None]
 MAX_SAMPLES = 5000
+CAUSAL_TEST_LIMIT = 200
+"""A causal-LM target is scored on a fixed seeded subset of this many test examples (as ``train --limit``)."""
 
 
 def default_name(source: str, to_base: str, namespace: str | None = None) -> str:
@@ -145,7 +147,7 @@ def run(
         IncompatibleAdaptersError (source base not registered), BaseModelNotFoundError (a model
         package — e.g. the generator — is not installed).
     """
-    from adapterhub.eval.bed import score_on_task
+    from adapterhub.eval.bed import protocol_of, score_on_task
     from adapterhub.models.bases import get_base
     from adapterhub.transfer import TransferConfig, transfer_adapter
 
@@ -166,15 +168,16 @@ def run(
             source_adapter, task, teacher=teacher, student=student, generator=lm, kit=kit,  # type: ignore[arg-type]
             target_modules=target.target_modules, config=config, discriminator_base=disc_base,  # type: ignore[arg-type]
             seeds=seed_texts, progress=progress or (lambda *_: None))
-        test = score_on_task(result.adapter, task, student)  # type: ignore[arg-type]
-        zero = score_on_task(None, task, student)  # type: ignore[arg-type]
+        limit = CAUSAL_TEST_LIMIT if target.kind == "causal_lm" else None  # LLM scoring is slow: a fixed subset
+        test = score_on_task(result.adapter, task, student, limit=limit)  # type: ignore[arg-type]
+        zero = score_on_task(None, task, student, limit=limit)  # type: ignore[arg-type]
     stats = {**result.stats, "generator": get_base(generator).model_id}
     lineage_params = {
         "source": name, "source_base": record.base_model, "to_base": target.model_id, **stats,
         "filtered": config.filter, "transfer_kit": checked.kit_digest,
         "settings": result.params,
     }
-    extra = {"protocol": "similarity", "n": test.n, "source": "adapterhub transfer"}
+    extra = {"protocol": protocol_of(student), "n": test.n, "source": "adapterhub transfer"}  # type: ignore[arg-type]
     metrics = [MetricRecord(task=task.name, split="test", metric=k, value=v, extra=extra) for k, v in
                {"accuracy": test.accuracy, "macro_f1": test.macro_f1, "accuracy_stderr": test.accuracy_stderr,
                 "zero_shot_accuracy": zero.accuracy}.items()]
