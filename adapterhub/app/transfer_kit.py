@@ -43,32 +43,16 @@ def read_texts_file(path: str | Path, *, what: str, max_lines: int = MAX_DATA_LI
     Raises:
         InvalidParameterError: unreadable, too large, not JSON lines with a string ``text``, or empty.
     """
+    from adapterhub.route.base import parse_text_lines
+
     source = Path(path)
     try:
         if source.stat().st_size > MAX_DATA_BYTES:
             raise InvalidParameterError(f"the {what} file {source} is larger than {MAX_DATA_BYTES >> 20} MiB")
-        raw = source.read_text(encoding="utf-8")
+        data = source.read_bytes()
     except OSError as e:
         raise InvalidParameterError(f"cannot read the {what} file {source}: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise InvalidParameterError(f"the {what} file {source} is not UTF-8 text") from None
-    texts: list[str] = []
-    for number, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise InvalidParameterError(f"{what} file line {number} is not JSON; write one {{\"text\": ...}} per line") from None
-        text = row.get("text") if isinstance(row, dict) else None
-        if not isinstance(text, str) or not text.strip():
-            raise InvalidParameterError(f"{what} file line {number} has no non-empty \"text\" string")
-        texts.append(text)
-        if len(texts) > max_lines:
-            raise InvalidParameterError(f"the {what} file has more than {max_lines} texts")
-    if not texts:
-        raise InvalidParameterError(f"the {what} file {source} has no example; give at least 1 {{\"text\": ...}} line")
-    return texts
+    return parse_text_lines(data, what=f"{what} file {source.name}", max_texts=max_lines)
 
 
 def read_seeds(path: str | Path) -> list[str]:

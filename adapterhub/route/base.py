@@ -38,8 +38,9 @@ from the adapter folder, ``push``/``pull`` carry it, prototype and learned route
 MAX_EXAMPLES = 32
 
 
-def parse_examples(data: bytes) -> list[str]:
-    """The texts of an examples file: JSON lines ``{"text": ...}``, at most 32, each bounded.
+def parse_text_lines(data: bytes, *, what: str, max_texts: int, max_chars: int = MAX_QUERY_CHARS) -> list[str]:
+    """The texts of JSON lines ``{"text": ...}`` (blank lines skipped): at least one, at most
+    ``max_texts``, each 1-``max_chars`` characters. ``what`` names the file in errors.
 
     Raises:
         InvalidParameterError: not UTF-8 JSON lines of that shape, or too many, or too long.
@@ -48,25 +49,30 @@ def parse_examples(data: bytes) -> list[str]:
     try:
         lines = data.decode("utf-8").splitlines()
     except UnicodeDecodeError:
-        raise InvalidParameterError(f"{EXAMPLES_FILE} must be UTF-8 JSON lines") from None
+        raise InvalidParameterError(f"{what} must be UTF-8 JSON lines") from None
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except ValueError:
-            raise InvalidParameterError(f"{EXAMPLES_FILE} line {number} is not JSON") from None
+            raise InvalidParameterError(f"{what} line {number} is not JSON; write one {{\"text\": ...}} per line") from None
         text = row.get("text") if isinstance(row, dict) else None
-        if not isinstance(text, str) or not text.strip() or len(text) > MAX_QUERY_CHARS:
+        if not isinstance(text, str) or not text.strip() or len(text) > max_chars:
             raise InvalidParameterError(
-                f"{EXAMPLES_FILE} line {number} must be an object with a string \"text\" of 1-{MAX_QUERY_CHARS} characters"
+                f"{what} line {number} must be an object with a string \"text\" of 1-{max_chars} characters"
             )
         texts.append(text)
-    if len(texts) > MAX_EXAMPLES:
-        raise InvalidParameterError(f"{EXAMPLES_FILE} holds {len(texts)} examples; at most {MAX_EXAMPLES} are kept")
+        if len(texts) > max_texts:
+            raise InvalidParameterError(f"{what} holds more than {max_texts} texts; at most {max_texts} are kept")
     if not texts:
-        raise InvalidParameterError(f"{EXAMPLES_FILE} holds no examples; give at least one {{\"text\": ...}} line")
+        raise InvalidParameterError(f"{what} holds no examples; give at least one {{\"text\": ...}} line")
     return texts
+
+
+def parse_examples(data: bytes) -> list[str]:
+    """The texts of an examples file: JSON lines ``{"text": ...}``, at most 32, each bounded."""
+    return parse_text_lines(data, what=EXAMPLES_FILE, max_texts=MAX_EXAMPLES)
 
 
 def draw_examples(task: str, n: int = MAX_EXAMPLES, seed: int = 0) -> list[str]:

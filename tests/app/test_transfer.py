@@ -343,16 +343,16 @@ def test_read_texts_file_and_read_seeds_bounds(tmp_path: Path):
         "empty.jsonl": ("", "no example"),
         "blank.jsonl": ("\n\n  \n", "no example"),
         "notjson.jsonl": ("hello\n", "line 1 is not JSON"),
-        "notext.jsonl": ('{"text": "a"}\n{"txt": "b"}\n', "line 2 has no non-empty"),
-        "emptytext.jsonl": ('{"text": "   "}\n', "line 1 has no non-empty"),
-        "list.jsonl": ('["a"]\n', "line 1 has no non-empty"),
+        "notext.jsonl": ('{"text": "a"}\n{"txt": "b"}\n', "line 2 must be an object with a string"),
+        "emptytext.jsonl": ('{"text": "   "}\n', "line 1 must be an object with a string"),
+        "list.jsonl": ('["a"]\n', "line 1 must be an object with a string"),
     }
     for file, (body, message) in cases.items():
         (tmp_path / file).write_text(body, encoding="utf-8")
         with pytest.raises(InvalidParameterError, match=message):
             read_seeds(tmp_path / file)
     (tmp_path / "latin1.jsonl").write_bytes('{"text": "caf\xe9"}\n'.encode("latin-1"))
-    with pytest.raises(InvalidParameterError, match="not UTF-8"):
+    with pytest.raises(InvalidParameterError, match="must be UTF-8"):
         read_seeds(tmp_path / "latin1.jsonl")
     with pytest.raises(InvalidParameterError, match="cannot read"):
         read_seeds(tmp_path / "missing.jsonl")
@@ -373,8 +373,8 @@ def _one_line_error(result, code: int = 1) -> str:
 @pytest.mark.parametrize(("case", "message"), [
     ("unknown-base", "unknown base 'nope'"),
     ("no-kit-no-seeds", "has no transfer kit and no seeds"),
-    ("empty-seeds", "has no example"),
-    ("blank-seeds", "has no example"),
+    ("empty-seeds", "holds no examples"),
+    ("blank-seeds", "holds no examples"),
     ("seeds-not-json", "line 1 is not JSON"),
     ("too-many-seeds", "more than 32"),
     ("generator-missing", "cannot load base model"),
@@ -457,7 +457,7 @@ def test_cli_usage_errors_exit_2(cli, hub, tmp_path, seeds_file):
 
 @pytest.mark.parametrize(("texts", "message"), [
     (["one text", "two texts", "three", "four"], "has 4 texts; the discriminator needs at least 5"),
-    ([], "has no example"),
+    ([], "holds no examples"),
 ])
 def test_cli_prepare_refuses_too_little_data(cli, hub, fake, tmp_path, texts, message):
     data = _texts_file(tmp_path / "few.jsonl", texts)
