@@ -23,8 +23,8 @@ from typing import Any
 from adapterhub.app.hub import AdapterHub
 
 TASK = "wn_adj_kind"
-DEMO = {"samples": 32, "max_candidates": 192, "epochs": 3}
-KIT_REAL = 48
+DEMO = {"samples": 32, "max_candidates": 64}
+KIT_REAL = 32
 """Real inputs (and as many synthetic ones) the demo's discriminator trains on (the study: 128)."""
 
 
