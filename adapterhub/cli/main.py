@@ -32,7 +32,8 @@ COMMANDS: dict[str, LazyCommand] = {
         _SHARD, "Sharding", "Pack a base's adapters into shared shard pools: pack, unpack, stats, verify."
     ),
     "transfer": LazyCommand(
-        _TRANSFER, "Transfer", "Move an adapter to another base model without its training data (Trans-LoRA)."
+        _TRANSFER, "Transfer",
+        "Move an adapter to another base model without its training data (Trans-LoRA, NeurIPS 2024).",
     ),
     "train": LazyCommand(
         _EVAL, "Evaluation", "Train a LoRA (or a MoS adapter) for a shipped task and add it to the catalog."
