@@ -4,7 +4,7 @@ Through the facade, as a user would: ``transfer_prepare`` builds the source-side
 task's train inputs (the data is at hand at source time), ``transfer`` samples candidates with
 SmolLM2 prompted by the 5 seeds, keeps what the discriminator calls real, has the MiniLM adapter
 label them and distils a fresh LoRA on MPNet. It runs on the demo's catalog (the source is the
-imported ``library/<task>``); the transferred entry is remade on every run.
+imported ``library/<task>``); the result, ``transferred/<task>-mpnet``, is remade on every run.
 
 Small on purpose (``DEMO``): a few dozen synthetic inputs and candidates, so the section takes
 about half a minute; the study with 250 inputs on every task, the baselines and the ablations is
@@ -34,7 +34,7 @@ def transfer_section(hub: AdapterHub, source: str, *, threads: int | None = None
     from adapterhub.tasks import load_task
 
     started = time.perf_counter()
-    target = f"{source}-mpnet"
+    target = f"transferred/{source.split('/', 1)[-1]}-mpnet"  # outside library/: the merges read every library entry
     if hub.catalog.exists(target):
         hub.remove(target)
     task = load_task(TASK)

@@ -161,6 +161,9 @@ def test_demo_quick_runs_end_to_end(cli, tmp_path: Path) -> None:
     assert pack["stats"]["adapters"] == 3 and pack["stats"]["ratio"] > 1.5  # fixed-size pools: 3.4x at 7 adapters
     assert len(pack["adapters"]) == 3 and all(0 < r["packed"] <= 1 for r in pack["adapters"].values())
     assert mos["parameters"] * 4 == mos["lora_rank_parameters"] and 0 < mos["accuracy"] <= 1
+    moved = out["transfer"]  # the transfer section: wn_adj_kind's adapter moved to MPNet, 32 kept of 64 sampled
+    assert moved["generated"] == 64 and moved["accepted"] == 32 and 0 < moved["accuracy"] <= 1
+    assert moved["target"] == "transferred/wn-adj-kind-mpnet" and 0 < moved["zero_shot"] <= 1
     from adapterhub.app import AdapterHub
 
     with AdapterHub(home, database_url=f"sqlite:///{home / 'catalog.db'}") as hub:
@@ -168,6 +171,8 @@ def test_demo_quick_runs_end_to_end(cli, tmp_path: Path) -> None:
         assert sum(n.startswith("library/") for n in names) == 3 and "demo/lego-k8" in names
         parents = {p.parent_name for p in hub.catalog.lineage("demo/lego-k8")}
         assert parents == {n for n in names if n.startswith("library/")}
+        [moved_from] = hub.catalog.lineage("transferred/wn-adj-kind-mpnet")
+        assert moved_from.parent_name == "library/wn-adj-kind" and moved_from.operation == "transfer:trans-lora"
 
 
 def test_train_reports_progress_only_after_its_inputs_are_checked(cli, monkeypatch: pytest.MonkeyPatch) -> None:
