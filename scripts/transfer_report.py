@@ -172,8 +172,9 @@ def main() -> None:
     text = "\n".join([
         "# Trans-LoRA: moving the MiniLM library to all-mpnet-base-v2 without its data",
         "",
-        "Reproduce: `python scripts/transfer_study.py && python scripts/transfer_report.py` (about 90 minutes on 2 "
-        "cores; the study appends to `docs/transfer.json` and skips finished units).",
+        "Reproduce: `python scripts/transfer_study.py` (about 70 minutes on 2 idle cores; it appends to "
+        "`docs/transfer.json`, skips finished units, then runs `scripts/transfer_report.py`, which writes this page "
+        "and `transfer.png`; `scripts/transfer_cross.py` adds the cross-family section).",
         "",
         "## Set-up",
         f"- Source: the shipped MiniLM library (rank 8, similarity protocol). Target: all-mpnet-base-v2 (MPNet, 12 "

@@ -22,7 +22,7 @@ appended to the JSON, and a rerun skips what is there):
 The student's epochs are chosen first, on the validation split of ``SELECT_TASK`` (the "top" set,
 epochs in ``EPOCH_GRID``), and used for every task. Run: ``python scripts/transfer_study.py`` (the
 selection, all 7 library tasks at seed 0, then seeds 1-2 of the "top" and "unfiltered" students on
-``wn_pos`` and ``wn_adj_kind``); ``scripts/transfer_report.py`` writes ``docs/transfer.md`` and its figure.
+``wn_pos`` and ``wn_adj_kind``), then ``scripts/transfer_report.py`` writes ``docs/transfer.md`` and its figure.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from adapterhub.transfer.distill import task_with_train
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = ["wn_noun_supersense", "wn_verb_supersense", "wn_pos", "wn_adj_kind", "wn_animal_class", "chat_topic",
          "chat_language"]
+DEFAULT_OUT = ROOT / "docs" / "transfer.json"
 SEED_TASKS = ["wn_pos", "wn_adj_kind"]
 SELECT_TASK = "wn_adj_kind"
 EPOCH_GRID = (1, 2, 4)
@@ -176,7 +177,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=250)
     parser.add_argument("--pool", type=int, default=500)
     parser.add_argument("--upper-steps", type=int, default=100)
-    parser.add_argument("--out", default=str(ROOT / "docs" / "transfer.json"))
+    parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -207,6 +208,10 @@ def main() -> None:
         data["units"].append(unit)
         save()
         print(json.dumps({k: v for k, v in unit.items() if k != "examples"}), flush=True)
+    if out_path == DEFAULT_OUT:  # the docs' JSON: rewrite docs/transfer.md and its figure from it
+        import transfer_report
+
+        transfer_report.main()
 
 
 if __name__ == "__main__":
