@@ -289,7 +289,8 @@ def demo(
     Then three SmolLM2-135M (causal LM) task adapters merged and scored on a small test subset.
     Then the library packed into shared shard pools (and scored), and one MoS adapter trained.
     Last, one library adapter moved to all-mpnet-base-v2 without its data (Trans-LoRA).
-    About 2 minutes on 2 cores (the first run also dequantises SmolLM2 once, ~20 s); --quick about 1 minute.
+    About 2.5 minutes on 2 cores (the first run also dequantises SmolLM2 and unzips MPNet once, ~30 s);
+    --quick about 1.5 minutes.
 
     \b
     Example:
