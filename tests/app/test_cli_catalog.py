@@ -238,7 +238,7 @@ def test_help_examples_stay_line_by_line_and_can_run(cli) -> None:
     pages = _help_pages(cli)
     assert "\n      adapterhub add ./my-lora --name acme/sql-lora --task text-to-sql --tag sql\n" in pages["add"]
     assert "\n      adapterhub serve --port 8000 &\n" in pages["serve"] and "&&" not in pages["serve"]
-    assert "About 2 minutes on 2 cores (the first run also dequantises SmolLM2 once, ~20 s); --quick about 1 minute." \
+    assert "About 2.5 minutes on 2 cores (the first run also dequantises SmolLM2 and unzips MPNet once, ~30 s); --quick about 1.5 minutes." \
         in " ".join(pages["demo"].split())
 
 
