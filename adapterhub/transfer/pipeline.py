@@ -208,10 +208,11 @@ def synthesize(
         best = sorted(scored, key=lambda row: (-row[0], row[1]))[: config.samples]
         kept = [t for _, _, t in sorted(best, key=lambda row: row[1])]
     above = sum(q > 0.5 for q, _, _ in scored)
+    kept_set = set(kept)
     stats = {
         "generated": generated, "accepted": len(kept), "judged_real": above,
         "acceptance_rate": round(above / generated, 4) if generated else 0.0,
-        "kept_min_p_real": round(min((q for q, _, t in scored if t in set(kept)), default=0.0), 4),
+        "kept_min_p_real": round(min((q for q, _, t in scored if t in kept_set), default=0.0), 4),
         "generation_seconds": round(gen_seconds, 2), "judge_seconds": round(judge_seconds, 2),
         "generated_per_second": round(generated / gen_seconds, 2) if gen_seconds else 0.0,
     }
