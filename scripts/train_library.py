@@ -64,11 +64,22 @@ def summary(result) -> dict:
     }
 
 
+def task_seed(name: str, args: argparse.Namespace) -> int:
+    """The training seed of one task: ``--seed`` for every task (``--seed-mode shared``, the old
+    library, whose adapters all start from the same A rows), or ``--seed`` + 1 + the task's position
+    among the shipped tasks (``per-task``, the default: independent inits, as adapters from different
+    authors have; merging methods that cluster rank-one units behave differently on the two)."""
+    if args.seed_mode == "shared":
+        return args.seed
+    return args.seed + 1 + list_tasks().index(name)
+
+
 def run_task(name: str, args: argparse.Namespace, base) -> dict:
     task = load_task(name)
     t0 = time.perf_counter()
     train_kw = dict(
-        rank=args.rank, alpha=args.alpha, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed
+        rank=args.rank, alpha=args.alpha, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        seed=task_seed(name, args),
     )
     zero = {s: evaluate(None, task, split=s, model=base) for s in ("validation", "test")}
     head_only = evaluate(None, task, protocol="head", model=base)
@@ -208,6 +219,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed-mode", choices=["per-task", "shared"], default="per-task",
+                        help="per-task: seed + 1 + task position (independent inits); shared: --seed for all")
     parser.add_argument("--min-gain", type=float, default=0.10)
     parser.add_argument("--dtype", choices=["float16", "float32"], default="float16")
     parser.add_argument("--skip-head-joint", action="store_true")

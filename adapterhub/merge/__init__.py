@@ -41,9 +41,9 @@ if TYPE_CHECKING:
 
 # torch-backed names load on first use, so importing the parameter models stays cheap
 _LAZY = {
-    "MergeReport": "engine",
+    "MergeReport": "report",
     "MergeResult": "engine",
-    "ModuleReport": "engine",
+    "ModuleReport": "report",
     "list_methods": "engine",
     "merge_adapters": "engine",
     "resolve_params": "engine",

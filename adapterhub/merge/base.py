@@ -27,11 +27,14 @@ class Term:
         index: position of the input adapter in the call (used for mixing statistics).
         weight: the resolved merge weight of that input.
         module: the input's LoRA factors for this module (scale not folded).
+        gram: ``X^T X`` of this module's inputs on the adapter's own examples (``d_in x d_in``),
+            when the caller supplied input statistics (``regmean``); else ``None``.
     """
 
     index: int
     weight: float
     module: LoraModule
+    gram: torch.Tensor | None = None
 
     @property
     def coeff(self) -> float:

@@ -35,85 +35,14 @@ from adapterhub.errors import IncompatibleAdaptersError, InvalidParameterError
 from adapterhub.lora import LoraAdapter, LoraModule
 from adapterhub.lora.config import targets_module
 from adapterhub.merge.base import ModuleContext, Term
-from adapterhub.merge.factors import FactorGram, fro_inner, stack_terms
+from adapterhub.merge.factors import FactorGram, fro_norm, stack_terms
 from adapterhub.merge.methods import REGISTRY
 from adapterhub.merge.params import MAX_SEED
 from adapterhub.merge.registry import MergeMethod, MethodInfo
+from adapterhub.merge.report import MergeReport, ModuleReport, module_report, summarise
 from adapterhub.threads import torch_threads
 
 ProgressFn = Callable[[int, int, str], None]
-
-
-@dataclass(frozen=True)
-class ModuleReport:
-    """How well one merged module matches the weighted sum.
-
-    Attributes:
-        path: module path.
-        rank: rank of the merged module.
-        inputs: how many inputs had this module.
-        ref_norm: ``||sum_i w_i s_i B_i A_i||_F``.
-        rel_error: ``||M - S||_F / ||S||_F`` (0 for exact methods, up to float rounding).
-        shape_error: ``min_c ||c M - S||_F / ||S||_F``.
-        stats: method-specific numbers (``mixing_share``, ``refit_error``, ...).
-    """
-
-    path: str
-    rank: int
-    inputs: int
-    ref_norm: float
-    rel_error: float
-    shape_error: float
-    stats: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "rank": self.rank,
-            "inputs": self.inputs,
-            "ref_norm": self.ref_norm,
-            "rel_error": self.rel_error,
-            "shape_error": self.shape_error,
-            "stats": dict(self.stats),
-        }
-
-
-@dataclass(frozen=True)
-class MergeReport:
-    """Summary of a merge.
-
-    Attributes:
-        modules: one ``ModuleReport`` per merged module, in path order.
-        rel_error: ``sqrt(sum ||M - S||^2 / sum ||S||^2)`` over all modules.
-        shape_error: the same with each module's ``M`` optimally rescaled.
-        output_rank: the largest merged rank (ranks differ per module only in edge cases).
-        mixing_share: ``lego`` only: share of all clusters (over all modules) holding units of more
-            than one input; ``None`` for other methods.
-        passthrough: passthrough tensor name -> ``"averaged"`` or ``"dropped"``.
-        warnings: things the caller should know (forced base-model mismatch, dropped tensors).
-        elapsed_s: wall time of the merge.
-    """
-
-    modules: tuple[ModuleReport, ...]
-    rel_error: float
-    shape_error: float
-    output_rank: int
-    mixing_share: float | None
-    passthrough: dict[str, str]
-    warnings: tuple[str, ...]
-    elapsed_s: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rel_error": self.rel_error,
-            "shape_error": self.shape_error,
-            "output_rank": self.output_rank,
-            "mixing_share": self.mixing_share,
-            "passthrough": dict(self.passthrough),
-            "warnings": list(self.warnings),
-            "elapsed_s": self.elapsed_s,
-            "modules": [m.to_dict() for m in self.modules],
-        }
 
 
 @dataclass(frozen=True)
@@ -163,6 +92,7 @@ def merge_adapters(
     dtype: torch.dtype | None = None,
     threads: int | None = None,
     names: Sequence[str] | None = None,
+    grams: Sequence[Mapping[str, torch.Tensor] | None] | None = None,
 ) -> MergeResult:
     """Merge LoRA adapters into one with a registered method, module by module.
 
@@ -184,6 +114,9 @@ def merge_adapters(
             ``threads=1`` made a 224-module ``lego`` merge 7x faster. The setting is process-wide.
         names: what to call each input in warnings and errors (e.g. catalog names); default
             "input 1", "input 2", ...
+        grams: per input, module path -> the Gram matrix ``X^T X`` of that module's inputs on the
+            adapter's own examples (``adapterhub.models.grams``); data-aware methods (``regmean``)
+            need them, the others ignore them.
 
     Returns:
         A ``MergeResult`` with the new in-memory adapter, resolved params and weights, and a report.
@@ -209,13 +142,17 @@ def merge_adapters(
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise InvalidParameterError(f"threads must be a positive integer, got {threads!r}")
     labels = _input_labels(names, len(adapters))
+    if grams is not None and len(grams) != len(adapters):
+        raise InvalidParameterError(f"got {len(grams)} Gram sets for {len(adapters)} adapters; pass one per adapter")
     resolved_weights = _resolve_weights(spec.default_weight_values(len(adapters)), weights, len(adapters))
     warnings = _check_compatible(adapters, force)
     paths = _check_shapes(adapters, labels)
     out_dtype = dtype or _common_dtype(adapters)
 
     with torch_threads(threads):
-        merged, reports = _merge_modules(adapters, paths, resolved_weights, spec, resolved, seed, out_dtype, progress)
+        merged, reports = _merge_modules(
+            adapters, paths, resolved_weights, spec, resolved, seed, out_dtype, progress, grams
+        )
 
     extras, passthrough, extra_warnings = _merge_passthrough(adapters, resolved_weights, labels)
     warnings.extend(extra_warnings)
@@ -225,7 +162,7 @@ def merge_adapters(
         extra_tensors=extras or None,
         config_overrides=_config_overrides(adapters, bool(extras), paths),
     )
-    report = _summarise(reports, passthrough, warnings, time.perf_counter() - started)
+    report = summarise(reports, passthrough, warnings, time.perf_counter() - started)
     return MergeResult(
         adapter=adapter,
         method=method,
@@ -245,23 +182,26 @@ def _merge_modules(
     seed: int,
     dtype: torch.dtype,
     progress: ProgressFn | None,
+    grams: Sequence[Mapping[str, torch.Tensor] | None] | None,
 ) -> tuple[dict[str, LoraModule], list[ModuleReport]]:
     """The streaming loop: one module path at a time, every input's module read lazily."""
     present = [set(adapter.module_paths) for adapter in adapters]
+    gram_sets = list(grams) if grams is not None else [None] * len(adapters)
     merged: dict[str, LoraModule] = {}
     reports: list[ModuleReport] = []
     for index, path in enumerate(paths):
         terms = [
-            Term(i, w, adapter.module(path))
+            Term(i, w, adapter.module(path), (gram_sets[i] or {}).get(path))
             for i, (adapter, w, have) in enumerate(zip(adapters, weights, present))
             if path in have
         ]
+        input_norm = sum(abs(t.coeff) * fro_norm(t.module.B.float(), t.module.A.float()) for t in terms)
         reference = FactorGram(*stack_terms(terms))
         ctx = ModuleContext(path=path, index=index, weights=tuple(weights), seed=seed, sum_norm=reference.norm)
         out = spec.merge_module(terms, params, ctx)
         B, A = _checked_factors(out.B, out.A, terms, path, spec.name, dtype)
         merged[path] = LoraModule(A=A, B=B, scale=1.0)
-        reports.append(_module_report(path, len(terms), reference, B, A, out.stats))
+        reports.append(module_report(path, len(terms), reference, B, A, out.stats, input_norm))
         del reference, terms
         if progress is not None:
             progress(index + 1, len(paths), path)
@@ -358,50 +298,6 @@ def _checked_factors(
     if B.shape[1] == 0:  # PEFT cannot load rank 0: a zero rank-1 module is the same delta
         B, A = torch.zeros(d_out, 1), torch.zeros(1, d_in)
     return B.to(dtype).contiguous(), A.to(dtype).contiguous()
-
-
-# ---------------------------------------------------------------------------- report
-def _module_report(
-    path: str, inputs: int, reference: FactorGram, B: torch.Tensor, A: torch.Tensor, stats: dict[str, float]
-) -> ModuleReport:
-    ref_sq, out_sq, cross = reference.norm_sq, max(fro_inner(B, A, B, A), 0.0), reference.inner(B, A)
-    err_sq = max(ref_sq + out_sq - 2 * cross, 0.0)
-    if ref_sq > 0:
-        rel = math.sqrt(err_sq / ref_sq)
-        cos_sq = cross * cross / (ref_sq * out_sq) if out_sq > 0 else 0.0
-        shape = math.sqrt(max(1.0 - cos_sq, 0.0))
-    else:
-        rel = shape = 0.0 if out_sq == 0 else math.inf
-    return ModuleReport(
-        path=path,
-        rank=int(A.shape[0]),
-        inputs=inputs,
-        ref_norm=math.sqrt(max(ref_sq, 0.0)),
-        rel_error=rel,
-        shape_error=shape,
-        stats=dict(stats),
-    )
-
-
-def _summarise(
-    reports: list[ModuleReport], passthrough: dict[str, str], warnings: list[str], elapsed: float
-) -> MergeReport:
-    ref_sq = sum(r.ref_norm**2 for r in reports)
-    err_sq = sum((r.rel_error * r.ref_norm) ** 2 for r in reports if math.isfinite(r.rel_error))
-    shape_sq = sum((r.shape_error * r.ref_norm) ** 2 for r in reports if math.isfinite(r.shape_error))
-    clusters = sum(r.stats.get("clusters", 0) for r in reports)
-    mixed = sum(r.stats.get("mixed_clusters", 0) for r in reports)
-    has_clusters = any("clusters" in r.stats for r in reports)
-    return MergeReport(
-        modules=tuple(reports),
-        rel_error=math.sqrt(err_sq / ref_sq) if ref_sq > 0 else 0.0,
-        shape_error=math.sqrt(shape_sq / ref_sq) if ref_sq > 0 else 0.0,
-        output_rank=max(r.rank for r in reports),
-        mixing_share=(mixed / clusters if clusters else 0.0) if has_clusters else None,
-        passthrough=passthrough,
-        warnings=tuple(warnings),
-        elapsed_s=elapsed,
-    )
 
 
 # ---------------------------------------------------------------------------- passthrough and config

@@ -73,12 +73,27 @@ def balanced_split(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor) -> tuple[
     return U * root, root[:, None] * Vh
 
 
-def truncated_svd(B: torch.Tensor, A: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Best rank-``k`` approximation (Eckart-Young) of ``B @ A``, computed in factor space.
+def factor_svd(B: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The thin SVD ``U diag(S) Vh`` of ``B @ A``, computed in factor space.
 
     ``B = Q_B R_B`` and ``A^T = Q_A R_A`` (reduced QR), so ``B @ A = Q_B (R_B R_A^T) Q_A^T`` and the
     SVD of the small core ``R_B R_A^T = U S V^T`` gives the SVD of the product:
     ``(Q_B U) S (Q_A V)^T``. Cost: two tall-skinny QRs and one ``R x R`` SVD; no ``d x d`` matrix.
+
+    Returns:
+        ``U`` ``(d_out, R)`` float32, ``S`` ``(R,)`` float64 (descending), ``Vh`` ``(R, d_in)``
+        float32, with ``R = min(B.shape[1], d_out, d_in)``.
+    """
+    Qb, Rb = torch.linalg.qr(B.float())
+    Qa, Ra = torch.linalg.qr(A.float().T)
+    core = Rb.double() @ Ra.double().T
+    U, S, Vh = torch.linalg.svd(core, full_matrices=False)
+    return Qb @ U.float(), S, Vh.float() @ Qa.T
+
+
+def truncated_svd(B: torch.Tensor, A: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Best rank-``k`` approximation (Eckart-Young) of ``B @ A``, computed in factor space
+    (``factor_svd``).
 
     Args:
         B: ``(d_out, R)``.
@@ -89,10 +104,7 @@ def truncated_svd(B: torch.Tensor, A: torch.Tensor, k: int) -> tuple[torch.Tenso
         ``(B_k, A_k, S)``: balanced factors (``sqrt(S)`` in each) and all singular values of the
         product (descending, float64), so callers can report the discarded energy.
     """
-    Qb, Rb = torch.linalg.qr(B.float())
-    Qa, Ra = torch.linalg.qr(A.float().T)
-    core = Rb.double() @ Ra.double().T
-    U, S, Vh = torch.linalg.svd(core, full_matrices=False)
+    U, S, Vh = factor_svd(B, A)
     k = max(1, min(k, S.numel()))
-    Bk, Ak = balanced_split(U[:, :k], S[:k], Vh[:k])
-    return (Qb @ Bk.float()), (Ak.float() @ Qa.T), S
+    Bk, Ak = balanced_split(U[:, :k].double(), S[:k], Vh[:k].double())
+    return Bk.float(), Ak.float(), S

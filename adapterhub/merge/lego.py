@@ -71,6 +71,15 @@ For one module, with inputs ``i`` (weight ``w_i``, scale ``s_i``, factors ``A_i`
      give the average).
 
    Under ``"norm"``, ``"mean"`` and ``"sum"`` multiplying all weights by a constant changes nothing.
+
+7. **Cancellation cap.** Clustering aligns unit signs, so inputs that cancel (``a`` and a copy of
+   ``a`` with weights 0.5 and -0.5) still give full-strength centroids, and ``"mean"``/``"sum"``
+   would scale them to one input's norm: a full-strength adapter where the weighted sum is zero.
+   The target is therefore capped at ``sqrt(n) ||sum_i w_hat_i Delta_i||_F``. For ``n`` orthogonal
+   inputs of equal norm the strongest mode (``"sum"``, ``n D``) meets the cap exactly and
+   ``"mean"`` (``D``) is far below it, so the cap only bites where inputs cancel; an exact
+   cancellation gives a zero merge. (``"none"`` takes the weights as absolute and is not capped;
+   the report flags cancelled modules whatever the method.)
    All targets are computed in factor space (``r x r`` Grams), never from dense deltas.
 
    Why ``"mean"`` is the default (picked on the *validation* split of the shipped task library,
@@ -422,16 +431,19 @@ def _cohesion(
 
 
 def _output_scale(terms: list[Term], ctx: ModuleContext, B: torch.Tensor, A: torch.Tensor, mode: OutputReweight) -> float:
-    """The scalar that brings ``||B A||_F`` to the output-reweighting target (step 6)."""
+    """The scalar that brings ``||B A||_F`` to the output-reweighting target (step 6), never above
+    ``sqrt(n)`` times the norm of the relative-weighted sum (step 7: what cancels stays cancelled)."""
     if mode == "none":
         return 1.0
     current = fro_norm(B, A)
     if current == 0:
         return 1.0
     unit = sum(abs(w) for w in ctx.weights) / len(ctx.weights)  # mean |w|: w_hat = w / unit
+    sum_norm = (ctx.sum_norm if ctx.sum_norm is not None else fro_norm(*stack_terms(terms))) / unit
     if mode == "norm":
-        target = (ctx.sum_norm if ctx.sum_norm is not None else fro_norm(*stack_terms(terms))) / unit
+        target = sum_norm
     else:
         norms = sum(abs(t.coeff) * fro_norm(t.module.B.float(), t.module.A.float()) for t in terms) / unit
         target = norms if mode == "sum" else norms / ctx.n_inputs
+        target = min(target, math.sqrt(ctx.n_inputs) * sum_norm)
     return target / current

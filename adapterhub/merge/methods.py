@@ -24,17 +24,24 @@ from adapterhub.merge import dense
 from adapterhub.merge.base import ModuleContext, ModuleMerge, Term
 from adapterhub.merge.factors import stack_terms, truncated_svd
 from adapterhub.merge.lego import lego_module
+from adapterhub.merge.regmean import regmean_merge
+from adapterhub.merge.spectral import iso_c_merge, iso_cts_merge, knots_merge, tsv_merge
 from adapterhub.merge.params import (
     METHOD_PARAMS,
     DareLinearParams,
     DareTiesParams,
     DenseParams,
+    IsoCParams,
+    IsoCtsParams,
+    KnotsParams,
     LegoParams,
     LinearParams,
     MagnitudeParams,
     NoParams,
+    RegMeanParams,
     SvdParams,
     TiesParams,
+    TsvParams,
 )
 from adapterhub.merge.registry import MergeMethod, MethodRegistry
 
@@ -201,6 +208,60 @@ MERGE_METHODS: tuple[MergeMethod, ...] = (
         default_weights="uniform",
         merge_module=_lego,
         seeded="below_total_rank",
+    ),
+    MergeMethod(
+        name="tsv",
+        description="TSV-M (Gargiulo et al., CVPR 2025): the SVD of each input's delta, every input's singular "
+        "vectors concatenated and decorrelated by orthogonal Procrustes, reconstructed with the inputs' singular "
+        "values, then truncated to rank k; all in factor space. Weights default to 1 (a sum, as the paper). "
+        "Formulas: adapterhub/merge/spectral.py.",
+        reference_url="https://arxiv.org/abs/2412.00081",
+        params=TsvParams,
+        default_weights="ones",
+        merge_module=tsv_merge,
+    ),
+    MergeMethod(
+        name="iso_c",
+        description="Iso-C (Marczak et al., ICML 2025): the weighted sum's k leading singular directions, each "
+        "given the sum's mean singular value (a flat spectrum, so no task's directions dominate), times scale. "
+        "Weights default to 1 (a sum).",
+        reference_url="https://arxiv.org/abs/2502.04959",
+        params=IsoCParams,
+        default_weights="ones",
+        merge_module=iso_c_merge,
+    ),
+    MergeMethod(
+        name="iso_cts",
+        description="Iso-CTS (Marczak et al., ICML 2025): k directions split between the sum's leading (common) "
+        "directions and each input's own leading directions outside them, decorrelated by orthogonal Procrustes "
+        "and given one mean singular value. Weights default to 1 (a sum). Formulas: adapterhub/merge/spectral.py.",
+        reference_url="https://arxiv.org/abs/2502.04959",
+        params=IsoCtsParams,
+        default_weights="ones",
+        merge_module=iso_cts_merge,
+    ),
+    MergeMethod(
+        name="knots",
+        description="KnOTS (Stoica et al., ICLR 2025): the SVD of the inputs' deltas stacked side by side puts "
+        "every input in one basis; the per-input coefficient blocks are merged with TIES (or DARE-TIES) and the "
+        "result reconstructed and truncated to rank k; in factor space. Weights default to 1 (TIES averages).",
+        reference_url="https://arxiv.org/abs/2410.19735",
+        params=KnotsParams,
+        default_weights="ones",
+        merge_module=knots_merge,
+        seeded="always",
+        seeded_when={"combine": "dare_ties"},
+    ),
+    MergeMethod(
+        name="regmean",
+        description="RegMean (Jin et al., ICLR 2023), data-aware: per module the least-squares merge "
+        "(sum_i w_i dW_i G_i)(mean_i G_i)^-1, with G_i the Gram matrix of the module's inputs on adapter i's "
+        "stored examples (off-diagonals shrunk by alpha), truncated to rank k in factor space. Needs the "
+        "adapters' examples. Weights default to 1/n (the paper's formula).",
+        reference_url="https://arxiv.org/abs/2212.09849",
+        params=RegMeanParams,
+        default_weights="uniform",
+        merge_module=regmean_merge,
     ),
 )
 

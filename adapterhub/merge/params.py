@@ -100,6 +100,49 @@ class LegoParams(BaseModel):
     )
 
 
+class TsvParams(BaseModel):
+    model_config = _FROZEN
+    k: int = Field(8, ge=1, le=MAX_RANK, description=K_HELP)
+    task_rank: int | None = Field(
+        None, ge=1, le=MAX_RANK,
+        description="singular directions kept per task before decorrelation (default: all of each input's rank)",
+    )
+
+
+class IsoCParams(BaseModel):
+    model_config = _FROZEN
+    k: int = Field(8, ge=1, le=MAX_RANK, description=K_HELP)
+    scale: float = Field(1.0, gt=0, le=100, description="multiplies the flattened spectrum's common singular value")
+
+
+class IsoCtsParams(IsoCParams):
+    common_fraction: float = Field(
+        0.8, ge=0, le=1,
+        description="share of the k directions for the common subspace; each task gets at least one when k > n",
+    )
+
+
+class KnotsParams(BaseModel):
+    model_config = _FROZEN
+    k: int = Field(8, ge=1, le=MAX_RANK, description=K_HELP)
+    combine: Literal["ties", "dare_ties"] = Field(
+        "ties", description="how the aligned per-task coefficients are merged"
+    )
+    density: float = Field(0.5, gt=0, le=1, description="fraction of each task's coefficients kept (ties) or kept in expectation (dare_ties)")
+    majority_sign: MajoritySign = Field(
+        "total", description="elect each entry's sign by the sum of values (total) or by a count of signs (frequency)"
+    )
+
+
+class RegMeanParams(BaseModel):
+    model_config = _FROZEN
+    k: int = Field(8, ge=1, le=MAX_RANK, description=K_HELP)
+    alpha: float = Field(
+        0.9, ge=0, le=1,
+        description="off-diagonal shrinkage of each Gram matrix: alpha * G + (1 - alpha) * diag(G) (1 keeps G)",
+    )
+
+
 # method name -> its parameter model; methods.MERGE_METHODS must agree (checked at import there)
 METHOD_PARAMS: dict[str, type[BaseModel]] = {
     "linear": LinearParams,
@@ -111,6 +154,11 @@ METHOD_PARAMS: dict[str, type[BaseModel]] = {
     "dare_ties": DareTiesParams,
     "magnitude": MagnitudeParams,
     "lego": LegoParams,
+    "tsv": TsvParams,
+    "iso_c": IsoCParams,
+    "iso_cts": IsoCtsParams,
+    "knots": KnotsParams,
+    "regmean": RegMeanParams,
 }
 
 

@@ -65,6 +65,8 @@ class MergeMethod:
             ``"below_total_rank"`` (random clustering, only when ``k`` is below a module's total
             input rank; otherwise every unit is kept as it is). Tables use it to run a merge
             once instead of once per seed.
+        seeded_when: parameter values under which ``seeded`` applies (e.g. ``knots`` draws random
+            drops only with ``combine="dare_ties"``); with other values the method is deterministic.
     """
 
     name: str
@@ -74,6 +76,7 @@ class MergeMethod:
     default_weights: DefaultWeights
     merge_module: ModuleMergeFn
     seeded: Seeded = "never"
+    seeded_when: Mapping[str, Any] | None = None
 
     @property
     def default_convention(self) -> str:
@@ -83,9 +86,13 @@ class MergeMethod:
     def default_weight_values(self, n: int) -> list[float]:
         return convention_weights(self.default_convention, n)
 
-    def uses_seed(self, k: int | None, total_rank: int) -> bool:
+    def uses_seed(self, k: int | None, total_rank: int, params: Mapping[str, Any] | None = None) -> bool:
         """Whether the seed can change a merge at rank ``k`` of inputs with ``total_rank`` units
-        per module (see ``seeded``)."""
+        per module and parameters ``params`` (see ``seeded`` and ``seeded_when``)."""
+        if self.seeded_when is not None:
+            resolved = {**{n: f.default for n, f in self.params.model_fields.items()}, **dict(params or {})}
+            if any(resolved.get(name) != value for name, value in self.seeded_when.items()):
+                return False
         if self.seeded == "always":
             return True
         if self.seeded == "below_total_rank":

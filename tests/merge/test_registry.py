@@ -12,7 +12,10 @@ from adapterhub.merge import MERGE_METHODS, REGISTRY, MergeMethod, MethodRegistr
 from adapterhub.merge.methods import _cat, NoParams
 from tests.helpers import toy_adapter
 
-EXPECTED = {"linear", "linear_factors", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude", "lego"}
+EXPECTED = {
+    "linear", "linear_factors", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude", "lego",
+    "tsv", "iso_c", "iso_cts", "knots", "regmean",
+}
 
 
 def test_list_methods_describes_every_method():

@@ -69,7 +69,7 @@ class MergeSpec:
     def uses_seed(self, k: int | None, total_units: int) -> bool:
         """Whether the seed can change this merge (the registry knows: random drops, or
         clustering with ``k`` below the inputs' total rank)."""
-        return REGISTRY.get(self.method).uses_seed(k, total_units)
+        return REGISTRY.get(self.method).uses_seed(k, total_units, self.params)
 
     def to_dict(self) -> dict[str, Any]:
         return {
