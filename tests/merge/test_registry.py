@@ -104,7 +104,10 @@ def test_methods_declare_seed_use_and_weight_conventions():
     from adapterhub.merge import WEIGHT_CONVENTIONS, convention_weights
 
     infos = {m.name: m for m in list_methods()}
-    assert {n for n, i in infos.items() if i.seeded == "always"} == {"dare_linear", "dare_ties"}
+    assert {n for n, i in infos.items() if i.seeded == "always"} == {"dare_linear", "dare_ties", "knots"}
+    knots = REGISTRY.get("knots")  # random only when its coefficients are merged with DARE
+    assert not knots.uses_seed(8, 56) and not knots.uses_seed(8, 56, {"combine": "ties"})
+    assert knots.uses_seed(8, 56, {"combine": "dare_ties"})
     assert infos["lego"].seeded == "below_total_rank" and infos["svd"].seeded == "never"
     assert infos["lego"].to_dict()["seeded"] == "below_total_rank"
     lego, svd, dare = REGISTRY.get("lego"), REGISTRY.get("svd"), REGISTRY.get("dare_ties")
