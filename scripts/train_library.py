@@ -150,6 +150,23 @@ def run_task(name: str, args: argparse.Namespace, base) -> dict:
     return meta
 
 
+def seed_sentence(rows: list[dict]) -> str:
+    """How the library was seeded, read from its rows (the merge table depends on it)."""
+    seeds = {m["task"]: m["training"]["seed"] for m in rows}
+    if len(set(seeds.values())) == 1:
+        return (
+            f"**Shared init (a documented variant):** every adapter was trained from seed {next(iter(seeds.values()))}, so all "
+            "start from the same `A` rows (`--seed-mode shared`); adapters from different authors never do. The default "
+            "library (`examples/`) seeds each task on its own."
+        )
+    listed = ", ".join(f"{t} {s}" for t, s in seeds.items())
+    return (
+        "**Independent inits:** each task was trained from its own seed (`--seed-mode per-task`: " + listed + "), as "
+        "adapters from different authors are. The shared-init library, where every adapter starts from seed 0, is kept "
+        "as a variant in `examples/variants/shared_init/`."
+    )
+
+
 def write_readme(out: Path, rows: list[dict]) -> None:
     lines = [
         "# The adapterhub example library",
@@ -162,6 +179,8 @@ def write_readme(out: Path, rows: list[dict]) -> None:
         "model (shipped in the adapter as `heads.<task>.*`); `head_joint`: LoRA + head trained jointly.",
         "Each folder is a PEFT adapter (`adapter_config.json`, `adapter_model.safetensors`) plus",
         "`adapterhub_meta.json` (labels, training parameters, all metrics).",
+        "",
+        seed_sentence(rows),
         "",
         "Trained with alpha 16 (scale alpha/r = 2); the stored weights carry that scale in `lora_B`, so",
         "each `adapter_config.json` says `lora_alpha: 8` (= r, scale 1). PEFT computes the same update.",

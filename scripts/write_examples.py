@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapterhub.route.base import EXAMPLES_FILE, MAX_EXAMPLES, draw_examples, render_examples  # noqa: E402
+from adapterhub.route.base import EXAMPLES_FILE, MAX_EXAMPLES, draw_labeled_examples, render_examples  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     for meta_path in sorted(args.library.glob("*/adapterhub_meta.json")):
         task = json.loads(meta_path.read_text(encoding="utf-8"))["task"]
         target = meta_path.parent / EXAMPLES_FILE
-        content = render_examples(draw_examples(task, args.n)).decode("utf-8")
+        rows = draw_labeled_examples(task, args.n)
+        content = render_examples([text for text, _ in rows], [label for _, label in rows]).decode("utf-8")
         same = target.is_file() and target.read_text(encoding="utf-8") == content
         if args.check:
             differs += not same

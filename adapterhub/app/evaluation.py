@@ -16,7 +16,7 @@ from adapterhub.app.core import HubCore
 from adapterhub.app.ingest import add_adapter, load
 from adapterhub.errors import AdapterExistsError, InvalidParameterError
 from adapterhub.names import validate_name
-from adapterhub.route.base import EXAMPLES_FILE, draw_examples, render_examples
+from adapterhub.route.base import EXAMPLES_FILE, draw_examples, draw_labeled_examples, render_examples
 from adapterhub.store import AdapterRecord, LineageRecord, MetricRecord
 from adapterhub.tasks import SPLITS, Task, list_tasks, load_task
 from adapterhub.threads import torch_threads
@@ -155,7 +155,8 @@ def train(
         description = description or f"{mos_training.describe(result.pools)} {_describe(spec, labels)}"
     with tempfile.TemporaryDirectory(prefix=".train-", dir=core.settings.home) as tmp:
         examples = Path(tmp) / EXAMPLES_FILE  # 32 of the train texts: the routers' view of this adapter
-        examples.write_bytes(render_examples(draw_examples(spec.name)))
+        rows = draw_labeled_examples(spec.name)
+        examples.write_bytes(render_examples([text for text, _ in rows], [label for _, label in rows]))
 
         def store() -> AdapterRecord:
             return add_adapter(core, result.adapter, name, task=spec.name, tags=list(tags) or ["trained"],

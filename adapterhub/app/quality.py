@@ -9,7 +9,7 @@ function rather than an ``AdapterHub`` method.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ def merge_quality(
         raise InvalidParameterError(f"report the 'test' or 'validation' split, not {split!r}")
     # torch-backed engines are imported on use, so importing the facade stays cheap
     from adapterhub.eval.bed import load_bed_model
-    from adapterhub.eval.library import library_dir, load_library
+    from adapterhub.eval.library import find_library, library_dir, load_library
     from adapterhub.eval.quality import default_plan, quick_plan, run_merge_quality
     from adapterhub.eval.quality.plan import generative_plan
     from adapterhub.models.bases import get_base
@@ -86,8 +86,36 @@ def merge_quality(
     full = generative_plan() if causal else default_plan()
     plan = dataclasses.replace(quick_plan() if quick else full, **changes)
     with torch_threads(threads):
-        report = run_merge_quality(adapters, tasks, model=load_bed_model(base), plan=plan, progress=progress)
+        model = load_bed_model(base)
+        grams, example_tasks = library_examples(find_library(library), adapters, tasks, model)
+        report = run_merge_quality(
+            adapters, tasks, model=model, plan=plan, progress=progress, grams=grams, example_tasks=example_tasks
+        )
     data = report.to_dict()
     written = report.write(out, stem, title=title_for(split)) if out is not None else {}
     data["files"] = {kind: str(path) for kind, path in written.items()}
     return data
+
+
+def library_examples(
+    folder: Path, adapters: Mapping[str, Any], tasks: Mapping[str, Any], model: Any
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """What the library's stored examples (``<task>/adapterhub_examples.jsonl``) give the table:
+    each adapter's input Grams on its examples (``regmean``) and, when every example is labelled,
+    the examples as a task (``auto``). ``(None, None)`` parts when some adapter has no examples."""
+    from adapterhub.eval.merge_select import bed_grams, examples_task
+    from adapterhub.route.base import EXAMPLES_FILE, parse_example_labels, parse_examples
+
+    grams: dict[str, Any] = {}
+    labelled: dict[str, Any] = {}
+    for task, adapter in adapters.items():
+        path = folder / task / EXAMPLES_FILE
+        if not path.is_file():
+            return None, None
+        data = path.read_bytes()
+        texts, labels = parse_examples(data), parse_example_labels(data)
+        grams[task] = bed_grams(model, adapter, texts)
+        as_task = examples_task(tasks[task], texts, labels)
+        if as_task is not None:
+            labelled[task] = as_task
+    return grams, (labelled if len(labelled) == len(adapters) else None)

@@ -23,6 +23,8 @@ __all__ = [
     "MAX_QUERY_CHARS",
     "check_route_params",
     "draw_examples",
+    "draw_labeled_examples",
+    "parse_example_labels",
     "parse_examples",
     "render_examples",
     "top_k_softmax",
@@ -32,8 +34,12 @@ MAX_QUERY_CHARS = 4096
 """The longest query text a router takes (the encoder truncates far earlier; this bounds the work)."""
 
 EXAMPLES_FILE = "adapterhub_examples.jsonl"
-"""An adapter's example inputs, beside its weights: JSON lines ``{"text": ...}`` (``add`` reads it
-from the adapter folder, ``push``/``pull`` carry it, prototype and learned routers embed it)."""
+"""An adapter's example inputs, beside its weights: JSON lines ``{"text": ...}``, optionally with
+the example's class, ``{"text": ..., "label": ...}`` (``add`` reads it from the adapter folder,
+``push``/``pull`` carry it, prototype and learned routers embed the texts, ``merge --method auto``
+scores candidate merges on labelled ones)."""
+
+MAX_LABEL_CHARS = 200
 
 MAX_EXAMPLES = 32
 
@@ -75,6 +81,38 @@ def parse_examples(data: bytes) -> list[str]:
     return parse_text_lines(data, what=EXAMPLES_FILE, max_texts=MAX_EXAMPLES)
 
 
+def parse_example_labels(data: bytes) -> list[str | None]:
+    """The ``label`` of each example of an examples file (``None`` where a line has none).
+
+    Raises:
+        InvalidParameterError: the file is not a valid examples file, or a label is not a string
+            of 1-200 characters.
+    """
+    parse_examples(data)
+    labels: list[str | None] = []
+    for number, line in enumerate(data.decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        label = json.loads(line).get("label")
+        if label is not None and (not isinstance(label, str) or not 1 <= len(label) <= MAX_LABEL_CHARS):
+            raise InvalidParameterError(
+                f"{EXAMPLES_FILE} line {number}: \"label\" must be a string of 1-{MAX_LABEL_CHARS} characters"
+            )
+        labels.append(label)
+    return labels
+
+
+def draw_labeled_examples(task: str, n: int = MAX_EXAMPLES, seed: int = 0) -> list[tuple[str, str]]:
+    """``draw_examples`` with each text's label name: the same texts in the same order."""
+    import random
+
+    from adapterhub.tasks import load_task
+
+    loaded = load_task(task)
+    rows = [(e.text, loaded.labels[e.label].name if e.label >= 0 else "") for e in loaded.split("train")]
+    return random.Random(f"{task}:{seed}").sample(rows, min(n, len(rows)))
+
+
 def draw_examples(task: str, n: int = MAX_EXAMPLES, seed: int = 0) -> list[str]:
     """``n`` TRAIN texts of a shipped task (all if fewer), in a fixed pseudo-random order: the
     examples ``train`` records and ``scripts/write_examples.py`` ships.
@@ -90,9 +128,14 @@ def draw_examples(task: str, n: int = MAX_EXAMPLES, seed: int = 0) -> list[str]:
     return random.Random(f"{task}:{seed}").sample(texts, min(n, len(texts)))
 
 
-def render_examples(texts: list[str]) -> bytes:
-    """An examples file's bytes: one compact JSON object per line, UTF-8 kept readable."""
-    return "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts).encode("utf-8")
+def render_examples(texts: list[str], labels: list[str] | None = None) -> bytes:
+    """An examples file's bytes: one compact JSON object per line (with ``label`` when given, and
+    not empty), UTF-8 kept readable."""
+    rows = [{"text": t} for t in texts]
+    for row, label in zip(rows, labels or []):
+        if label:
+            row["label"] = label
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
 
 
 def check_route_params(top_k: int, temperature: float, n_adapters: int) -> int:

@@ -59,6 +59,38 @@ def _verdicts(verdicts: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines + ["", "The best baseline is picked on the reported split itself, which favours the baselines.", ""]
 
 
+def _auto_section(data: Mapping[str, Any]) -> list[str]:
+    """Per group and k: both ``auto`` rows beside the best data-free row, and what auto chose."""
+    autos = [r for rows in data["rows"].values() for r in rows if r["key"].startswith("auto/")]
+    if not autos:
+        return []
+    lines = ["## auto: the merge the service picks", "",
+             "| group | k | auto (examples) | ± | auto (rule) | ± | best other row on this split | its gain | "
+             "auto (examples) chose |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for group, rows in data["rows"].items():
+        for k in data["plan"]["ks"]:
+            at_k = {r["key"]: r for r in rows if r["k"] == k}
+            ex, rule = at_k.get("auto/examples"), at_k.get("auto/rule")
+            if ex is None and rule is None:
+                continue
+            others = [r for r in at_k.values() if r["role"] != "auto"]
+            best = max(others, key=lambda r: r["retained_gain"]) if others else None
+            chosen: dict[str, int] = {}
+            for c in data["cells"]:
+                if c["group"] == group and c["k"] == k and c["spec"] == "auto/examples":
+                    chosen[c["chosen"]] = chosen.get(c["chosen"], 0) + 1
+            lines.append(
+                f"| {group} | {k} | {num(ex and ex['retained_gain'], 2)} | {num(ex and ex.get('gain_se'), 2)} | "
+                f"{num(rule and rule['retained_gain'], 2)} | {num(rule and rule.get('gain_se'), 2)} | "
+                f"{best['label'] + ' w=' + best['weights'] if best else '-'} | {num(best and best['retained_gain'], 2)} | "
+                + ", ".join(f"{key} x{n}" for key, n in sorted(chosen.items())) + " |"
+            )
+    lines += ["", "Retained gain = (merged - zero-shot) / (own - zero-shot), averaged over tasks, subsets and seeds. "
+              "The best other row is picked on the reported split itself, which favours it over `auto`.", ""]
+    return lines
+
+
 def _selection(selection: Mapping[str, Any] | None) -> list[str]:
     if not selection:
         return []
@@ -67,9 +99,19 @@ def _selection(selection: Mapping[str, Any] | None) -> list[str]:
              "| method | " + " | ".join(f"w={WEIGHT_CONVENTIONS[c]}" for c in conventions) + " | picked |",
              "|---|" + "---|" * (len(conventions) + 1)]
     for method, scores in selection["scores"].items():
-        lines.append(f"| {method} | " + " | ".join(num(scores[c]) for c in conventions)
+        lines.append(f"| {method} | " + " | ".join(num(scores.get(c)) for c in conventions)
                      + f" | {WEIGHT_CONVENTIONS[selection['picked'][method]]} |")
-    return lines + [""]
+    lines.append("")
+    if selection.get("candidates"):
+        rule = selection["rule"]
+        lines += [
+            f"`auto` candidates (each method at its picked convention): {', '.join(selection['candidates'])}. "
+            f"Data-free rule (best candidate on validation): `{rule['large']}` for 4 or more adapters, "
+            f"`{rule['small']}` for fewer (pairs: "
+            + ", ".join(f"{k} {num(v)}" for k, v in selection.get("pair_scores", {}).items()) + ").",
+            "",
+        ]
+    return lines
 
 
 def _group_table(data: Mapping[str, Any], group: Mapping[str, Any]) -> list[str]:
@@ -115,6 +157,7 @@ def render_markdown(
     lines = [f"# {title}", ""]
     lines += [intro, ""] if intro is not None else _setup(data)
     lines += _verdicts(data.get("lego_vs_best_baseline") or [])
+    lines += _auto_section(data)
     lines += _selection(data.get("selection"))
     for group in data["groups"]:
         lines += _group_table(data, group)

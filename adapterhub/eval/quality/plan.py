@@ -22,9 +22,16 @@ from adapterhub.merge.registry import WEIGHT_CONVENTIONS, convention_weights
 
 DEFAULT_KS: tuple[int, ...] = (4, 8, 16)
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
-SELECTION_METHODS: tuple[str, ...] = ("ties", "dare_ties", "magnitude")
+SELECTION_METHODS: tuple[str, ...] = ("ties", "dare_ties", "magnitude", "tsv", "iso_c", "iso_cts", "knots", "regmean")
 """Methods whose weight convention is picked on the validation split (no convention is theirs by
-design: their disjoint means and pruning sit between an average and a sum)."""
+design: their disjoint means and pruning sit between an average and a sum; the spectral methods'
+papers sum task vectors and then tune one scaling coefficient, which the convention plays here)."""
+
+AUTO_METHODS: tuple[str, ...] = ("svd", "ties", "lego", "tsv", "iso_c", "iso_cts", "knots", "regmean")
+"""The methods ``auto`` chooses among, each at its validation-picked convention (``svd`` too is
+picked there; ``lego`` scales its own output, so its default)."""
+
+AUTO_SPECS_KEYS = ("auto/examples", "auto/rule")
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,8 @@ class MergeSpec:
 
     def weights_label(self) -> str:
         """``1/n``, ``1/√n`` or ``1``, with ``(default)`` when it is the method's own default."""
+        if self.method == "auto":
+            return "chosen"
         if self.weights == "default":
             return WEIGHT_CONVENTIONS[REGISTRY.get(self.method).default_convention] + " (default)"
         return WEIGHT_CONVENTIONS[self.weights]
@@ -144,7 +153,7 @@ def baseline_specs(tuned: Mapping[str, str] | None = None) -> list[MergeSpec]:
         for c in conventions
     ]
     specs += [MergeSpec(f"svd/{c}", "svd", "svd", weights=c) for c in conventions]
-    for method in SELECTION_METHODS:
+    for method in ("ties", "dare_ties", "magnitude"):
         specs.append(MergeSpec(method, method, method))
         picked = (tuned or {}).get(method)
         if picked and picked != REGISTRY.get(method).default_convention:  # else the default row shows it
@@ -191,9 +200,26 @@ class QualityPlan:
         }
 
 
+def auto_specs() -> list[MergeSpec]:
+    """The two ``auto`` rows: the candidate that scored best on the parents' labelled examples, and
+    the data-free rule's choice (both picked from rows the table already ran; see ``runner``)."""
+    return [
+        MergeSpec("auto/examples", "**auto** (labelled examples)", "auto", role="auto"),
+        MergeSpec("auto/rule", "**auto** (data-free rule)", "auto", role="auto"),
+    ]
+
+
+def new_method_specs() -> list[MergeSpec]:
+    """TSV-M, Iso-C, Iso-CTS, KnOTS and RegMean at their defaults (picked conventions are added by
+    the runner after the validation step)."""
+    return [MergeSpec(m, m, m) for m in ("tsv", "iso_c", "iso_cts", "knots", "regmean")]
+
+
 def default_plan(*, max_examples: int | None = None) -> QualityPlan:
     """The full table: pairs x3, fours x2, all tasks x3 seeds; k in {4, 8, 16}; every method."""
-    return QualityPlan(specs=tuple(baseline_specs() + lego_specs()), max_examples=max_examples)
+    return QualityPlan(
+        specs=tuple(baseline_specs() + new_method_specs() + lego_specs() + auto_specs()), max_examples=max_examples
+    )
 
 
 def generative_plan(*, max_examples: int | None = 60) -> QualityPlan:

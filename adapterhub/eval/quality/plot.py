@@ -1,6 +1,6 @@
 """Plots of a report dict (``QualityReport.to_dict()`` or the demo's), as PNG through matplotlib Agg.
 
-``plot_report``: mean normalised accuracy against k, one panel per group (the quality table).
+``plot_report``: retained gain against k per method, one panel per group (the quality table).
 ``plot_task_accuracy``: per-task accuracy of each merge beside zero-shot and the individual
 adapters, for one group (the demo: one rank, every task visible).
 matplotlib is imported on use: it is slow to import and only these two functions need it.
@@ -34,14 +34,15 @@ def _save(fig: Any, path: str | Path) -> Path:
 
 
 def plot_report(data: Mapping[str, Any], path: str | Path) -> Path:
-    """Mean normalised accuracy vs k per group (ablations left out: they are in the table), with the
-    exact linear merges and zero-shot as flat reference lines."""
+    """Retained gain vs k per method, one panel per group (ablations left out: they are in the
+    table), with the exact linear merges and zero-shot (0) as flat reference lines; ``lego`` in red,
+    the ``auto`` rows in black."""
     plt = _pyplot()
     groups = [g["name"] for g in data["groups"]]
     ablations = {s["key"] for s in data["plan"]["specs"] if s["ablation"]}
     fig, axes = plt.subplots(1, len(groups), figsize=(5.4 * len(groups), 5.0), squeeze=False, sharey=True)
     ks = data["plan"]["ks"]
-    floor = min(data["reference_rows"][g]["zero-shot"]["normalised"] for g in groups) - 0.03
+    floor = -0.1
     colours = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 3]  # red is lego's
     linear_styles = {"linear/avg": ":", "linear/sqrt": "-.", "linear/sum": (0, (5, 2))}
     for ax, g in zip(axes[0], groups):
@@ -51,27 +52,28 @@ def plot_report(data: Mapping[str, Any], path: str | Path) -> Path:
             if r["k"] is not None and r["key"] not in keys:
                 keys.append(r["key"])
         for i, key in enumerate(keys):
-            pts = sorted((r["k"], r["normalised"], r["se"] or 0.0, r["label"], r["weights"]) for r in rows
-                         if r["key"] == key)
-            lego = key.startswith("lego")
-            label = pts[0][3] if lego else f"{pts[0][3]} w={pts[0][4]}"
+            pts = sorted((r["k"], r["retained_gain"], r.get("gain_se") or 0.0, r["label"].replace("**", ""),
+                          r["weights"]) for r in rows if r["key"] == key)
+            lego, auto = key.startswith("lego"), key.startswith("auto/")
+            label = pts[0][3] if lego or auto else f"{pts[0][3]} w={pts[0][4]}"
+            colour = "black" if auto else "crimson" if key == "lego" else colours[i % len(colours)]
             ax.errorbar([p[0] for p in pts], [max(p[1], floor) for p in pts], yerr=[p[2] for p in pts],
-                        marker="o" if lego else "s", markersize=6 if key == "lego" else 3.5, capsize=2,
-                        linewidth=2.6 if key == "lego" else 1.1, linestyle="-" if lego else "--",
-                        color="crimson" if key == "lego" else colours[i % len(colours)], label=label)
+                        marker="o" if lego or auto else "s", markersize=6 if key == "lego" or auto else 3.5,
+                        capsize=2, linewidth=2.6 if key == "lego" or auto else 1.1,
+                        linestyle=(":" if key == "auto/rule" else "-") if lego or auto else "--", color=colour,
+                        label=label)
         for r in rows:
             if r["k"] is None:
-                ax.axhline(r["normalised"], color="grey", linewidth=1.0, linestyle=linear_styles.get(r["key"], ":"),
+                ax.axhline(r["retained_gain"], color="grey", linewidth=1.0, linestyle=linear_styles.get(r["key"], ":"),
                            label=f"{r['label']}, exact (rank n·r)")
-        zero = data["reference_rows"][g]["zero-shot"]["normalised"]
-        ax.axhline(zero, color="black", linewidth=1.2, label="zero-shot (base model)")
-        ax.set_ylim(floor, 1.01)
+        ax.axhline(0.0, color="black", linewidth=1.2, label="zero-shot (base model)")
+        ax.set_ylim(floor, 1.05)
         ax.set_xscale("log", base=2)
         ax.set_xticks(ks, [str(k) for k in ks])
         ax.set_title(g)
         ax.set_xlabel("k (merged rank)")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("mean normalised accuracy (merged / own adapter)")
+    axes[0][0].set_ylabel("retained gain (merged - zero-shot) / (own - zero-shot)")
     handles, labels = axes[0][-1].get_legend_handles_labels()
     ncol = 3
     fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7.5, frameon=False)

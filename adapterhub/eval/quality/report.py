@@ -55,6 +55,8 @@ class Cell:
     merge_seconds: float
     eval_seconds: float
     mixing_share: float | None = None
+    example_score: float | None = None  # auto candidates: score on the parents' labelled examples
+    chosen: str | None = None  # auto rows: the candidate row this cell copies
 
 
 @dataclass
@@ -251,7 +253,7 @@ class QualityReport:
                  "accuracy": {t: s.accuracy for t, s in c.scores.items()},
                  "macro_f1": {t: s.macro_f1 for t, s in c.scores.items()},
                  "merge_seconds": round(c.merge_seconds, 3), "eval_seconds": round(c.eval_seconds, 3),
-                 "mixing_share": c.mixing_share}
+                 "mixing_share": c.mixing_share, "example_score": c.example_score, "chosen": c.chosen}
                 for c in self.cells
             ],
             "seconds": round(self.seconds, 1),
