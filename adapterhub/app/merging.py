@@ -26,6 +26,7 @@ class MergeOutcome:
     weights: list[float]
     seed: int
     report: dict[str, Any]
+    auto: dict[str, Any] | None = None  # --method auto: what it chose, why, and the candidates' scores
 
     def to_dict(self) -> dict[str, Any]:
         summary = {k: v for k, v in self.report.items() if k != "modules"}
@@ -36,6 +37,7 @@ class MergeOutcome:
             "weights": self.weights,
             "seed": self.seed,
             "report": summary,
+            "auto": self.auto,
         }
 
 
@@ -84,7 +86,9 @@ def merge(
 
     Args:
         names: the inputs, by catalog name (at least two; each at most once).
-        method: a merge method (``methods()`` lists them); ``lego`` by default.
+        method: a merge method (``methods()`` lists them); ``lego`` by default; ``"auto"`` picks
+            the method and weights (``app/merge_data.choose_auto``): it takes only ``k`` and
+            ``seed``, and the outcome's ``auto`` says what it chose and why.
         k: output rank, for methods that take one (same as ``params={"k": k}``).
         weights: one per input; default 1/n for averaging methods, 1 for sums.
         params: the method's other parameters (validated; unknown keys list the valid ones).
@@ -100,27 +104,39 @@ def merge(
     """
     from adapterhub.merge import merge_adapters, resolve_params
 
+    from adapterhub.app.merge_data import choose_auto, parent_grams
+
     _check_inputs(names)
     merged_params = dict(params or {})
     if k is not None:
         merged_params["k"] = k
-    resolve_params(method, merged_params)  # fail on bad parameters before reading anything
+    if method == AUTO:
+        _check_auto(merged_params, weights)
+        resolve_params("svd", merged_params)
+    else:
+        resolve_params(method, merged_params)  # fail on bad parameters before reading anything
     if name is not None:
         validate_name(name)
         if core.catalog.exists(name):
             raise AdapterExistsError(name)
     records = [core.catalog.get(n) for n in names]
     adapters = [load(core, n) for n in names]
+    auto, grams = None, None
+    if method == AUTO:
+        choice, grams = choose_auto(core, records, adapters, k=merged_params.get("k", 8), seed=seed)
+        method, weights, auto = choice.method, choice.weights(len(names)), choice.to_dict()
+    elif method == "regmean":
+        grams = parent_grams(core, records, adapters)
     result = merge_adapters(
         adapters, method, weights=weights, params=merged_params, seed=seed, progress=progress, force=force,
-        names=list(names),
+        names=list(names), grams=grams,
     )
     lineage = [
         LineageRecord(
             parent_name=record.name,
             parent_digest=record.digest,
             operation=f"merge:{method}",
-            params={**result.params, "seed": seed},
+            params={**result.params, "seed": seed, **({"auto": auto} if auto else {})},
             weight=weight,
         )
         for record, weight in zip(records, result.weights)
@@ -142,4 +158,18 @@ def merge(
             operation=f"merge:{method}",
         )
     return MergeOutcome(record=record, method=method, params=result.params, weights=list(result.weights),
-                        seed=seed, report=result.report.to_dict())
+                        seed=seed, report=result.report.to_dict(), auto=auto)
+
+
+AUTO = "auto"
+
+
+def _check_auto(params: Mapping[str, Any], weights: Sequence[float] | None) -> None:
+    """``auto`` chooses the method, its parameters and the weights; it takes only ``k``."""
+    extra = sorted(set(params) - {"k"})
+    if extra:
+        raise InvalidParameterError(
+            f"auto chooses the method and its parameters itself; it takes only k, not {', '.join(extra)}"
+        )
+    if weights is not None:
+        raise InvalidParameterError("auto chooses the weights itself; drop --weights, or name a method")

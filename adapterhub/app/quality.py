@@ -101,9 +101,10 @@ def library_examples(
     folder: Path, adapters: Mapping[str, Any], tasks: Mapping[str, Any], model: Any
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """What the library's stored examples (``<task>/adapterhub_examples.jsonl``) give the table:
-    each adapter's input Grams on its examples (``regmean``) and, when every example is labelled,
-    the examples as a task (``auto``). ``(None, None)`` parts when some adapter has no examples."""
-    from adapterhub.eval.merge_select import bed_grams, examples_task
+    each adapter's input Grams on the first half of its examples (``regmean``) and, when every
+    example is labelled, the second half as a task (``auto`` scores candidates on it;
+    ``merge_select.split_examples``). ``(None, None)`` parts when some adapter has no examples."""
+    from adapterhub.eval.merge_select import bed_grams, examples_task, split_examples
     from adapterhub.route.base import EXAMPLES_FILE, parse_example_labels, parse_examples
 
     grams: dict[str, Any] = {}
@@ -113,9 +114,9 @@ def library_examples(
         if not path.is_file():
             return None, None
         data = path.read_bytes()
-        texts, labels = parse_examples(data), parse_example_labels(data)
-        grams[task] = bed_grams(model, adapter, texts)
-        as_task = examples_task(tasks[task], texts, labels)
+        gram_texts, score_texts, score_labels = split_examples(parse_examples(data), parse_example_labels(data))
+        grams[task] = bed_grams(model, adapter, gram_texts)
+        as_task = examples_task(tasks[task], score_texts, score_labels)
         if as_task is not None:
             labelled[task] = as_task
     return grams, (labelled if len(labelled) == len(adapters) else None)

@@ -112,7 +112,11 @@ def _run_merge(
     }
     if report.get("mixing_share") is not None:
         summary["cluster mixing share"] = f"{report['mixing_share']:.3f}"
+    if outcome.auto:
+        summary["chosen by"] = f"auto ({outcome.auto['basis']})"
     print_mapping("merge", summary)
+    if outcome.auto:
+        info(f"auto: {outcome.auto['reason']}")
     for warning in report.get("warnings", []):
         info(f"warning: {warning}")
 
@@ -157,7 +161,7 @@ def _build_merge_command() -> Callable[..., None]:
     base = [
         keyword("names", list[str], typer.Argument(..., metavar="NAME", help="Adapters to merge (two or more), by catalog name.")),
         keyword("method", str, typer.Option("lego", "--method", "-m", metavar="TEXT",
-                                            help="Merge method; see `adapterhub methods`.")),
+                                            help="Merge method; see `adapterhub methods`. `auto` picks the method and weights.")),
         keyword("k", Optional[int], typer.Option(None, "--k", metavar="INTEGER",
                                                  help="Output rank (methods that take one; default 8).")),
         keyword("weights", Optional[str], typer.Option(

@@ -6,6 +6,10 @@
 * **Labelled examples as a task**: ``examples_task`` turns an adapter's stored examples (text and
   label name) into a ``Task`` with the parent task's label descriptions, so any merge can be scored
   on them with the bed's protocol.
+* **Held out for auto**: ``split_examples`` gives the first half of an adapter's examples to the
+  Grams and the second half to scoring, so ``regmean`` is never scored on the examples it was fitted
+  to (scored on its own Gram examples, it won every selection: it is a least-squares fit to them).
+  ``auto`` returns exactly the candidate it scored (a ``regmean`` pick keeps the half-set Grams).
 * **auto**: with labelled examples for every parent, each candidate merge (``AUTO_CANDIDATES``: every
   strong method at the weight convention picked for it on the validation split) is built and
   scored on the parents' examples (mean over parents of merged accuracy / the parent's own accuracy
@@ -87,6 +91,13 @@ def data_free_choice(n: int) -> AutoChoice:
                 f"{'4 or more' if min_inputs >= 4 else 'fewer than 4'} adapters, docs/merge_quality.md)",
             )
     raise InvalidParameterError("auto needs at least two adapters")
+
+
+def split_examples(texts: Sequence[str], labels: Sequence[str | None]) -> tuple[list[str], list[str], list[str | None]]:
+    """``(gram_texts, score_texts, score_labels)``: the first half of the examples for Grams, the
+    rest (at least one) for scoring."""
+    half = max(1, len(texts) // 2) if len(texts) > 1 else 0
+    return list(texts[:half]) or list(texts), list(texts[half:]), list(labels[half:])
 
 
 def examples_task(task: Task, texts: Sequence[str], labels: Sequence[str | None]) -> Task | None:

@@ -351,10 +351,21 @@ def _merge_passthrough(
             status[name] = "averaged"
     if kept:
         one = len(kept) == 1
-        warnings.append(
+        what = (
             f"{len(kept)} full weight{'' if one else 's'} saved beside the LoRA factors (such as task heads) "
-            f"{'was' if one else 'were'} averaged, each adapter counting in proportion to its merge weight"
+            f"{'was' if one else 'were'}"
         )
+        if total == 0:
+            how = "averaged with equal shares, because the merge weights sum to zero and cannot be normalised"
+        elif any(w < 0 for w in norm):
+            shares = ", ".join(f"{w:+.3g}" for w in norm)
+            how = (
+                f"combined with shares {shares} (the merge weights divided by their sum): a negative share "
+                "extrapolates away from that adapter's tensor, so the result is not an average of the inputs"
+            )
+        else:
+            how = "averaged, each adapter counting in proportion to its merge weight"
+        warnings.append(f"{what} {how}")
     return kept, status, warnings
 
 
