@@ -6,6 +6,8 @@ Run (each invocation stays under 8 minutes on 2 busy cores; PEFT's dense SVDs do
         --full-dir /tmp/llama-loras
     .venv/bin/python bench/merge_bench.py --n 2 --methods ties,magnitude,dare_linear,dare_ties --modules q_proj
     .venv/bin/python bench/merge_bench.py --n 8 --methods ties,magnitude,dare_linear,dare_ties --modules q_proj
+    .venv/bin/python bench/merge_bench.py --n 8 --skip-peft --full-dir /tmp/llama-loras \
+        --full-methods tsv,iso_c,iso_cts,knots,svd      # the spectral methods: 224 modules, one core
 
 One process builds a one-layer model of Llama-shaped linear layers (only the ``--modules`` asked
 for: PEFT's ``svd`` family does a full dense SVD per module, about 30 s for 4096x4096 and 60 s for
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import tempfile
 import time
@@ -202,6 +205,7 @@ def full_set(n: int, methods: list[str], folder: Path) -> None:
         print(json.dumps({
             "n": n, "method": method, "k": 8, "modules": len(result.report.modules), "full_set_s": round(elapsed, 2),
             "mixing_share": result.report.mixing_share, "shape_error": round(result.report.shape_error, 4),
+            "peak_rss_mb_so_far": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         }), flush=True)
 
 

@@ -157,6 +157,7 @@ def train_adapter(
     max_steps: int | None = None,
     validate: ValidateFn | None = None,
     soft_targets: torch.Tensor | None = None,
+    init: LoraAdapter | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter for one task with AdamW on CPU.
 
@@ -179,6 +180,8 @@ def train_adapter(
         soft_targets: ``(n_train, n_labels)`` class probabilities to fit instead of the hard
             labels (distillation: cross-entropy to a teacher's distribution is the KL divergence
             to it plus a constant, so the gradients are those of the KL).
+        init: start from this adapter's factors instead of PEFT's init (continued training; its
+            rank must equal ``rank`` on every module it has, its scale is folded into ``B``).
 
     Returns:
         ``TrainResult`` with the adapter (base model id recorded, head in passthrough tensors for
@@ -218,6 +221,8 @@ def train_adapter(
             base.model, rank=rank, alpha=alpha, target_modules=target_modules, exclude_modules=exclude_modules,
             generator=generator,
         )
+        if init is not None:
+            _start_from(base.model, init, alpha / rank)
         _freeze_all_but_lora(base.model)
         head = nn.Linear(base.hidden_size, task.num_labels) if protocol == "head" else None
         optimizer = _setup_optimizer(base.model, head, lr=lr, head_lr=head_lr, weight_decay=weight_decay)
@@ -237,3 +242,18 @@ def train_adapter(
     if validate is not None:
         metrics.update(validate(adapter, base))
     return TrainResult(adapter=adapter, metrics=metrics, losses=losses, params=params)
+
+
+@torch.no_grad()
+def _start_from(model: nn.Module, init: LoraAdapter, scale: float) -> None:
+    """Overwrite the freshly injected factors with ``init``'s (``B`` rescaled from ``init``'s scale
+    to ``scale``, so the starting delta is exactly ``init``'s)."""
+    modules = dict(init.modules())
+    for path, layer in lora_layers(model):
+        module = modules.get(path)
+        if module is None:
+            continue
+        if module.rank != layer.lora_A[0].shape[0]:
+            raise InvalidParameterError(f"init adapter has rank {module.rank} at '{path}', training uses {layer.lora_A[0].shape[0]}")
+        layer.lora_A[0].copy_(module.A.float())
+        layer.lora_B[0].copy_(module.B.float() * (module.scale / scale))
