@@ -26,7 +26,9 @@ printing per method the time ratio (PEFT / ours) and the max over modules of
 ``||delta_ours - delta_peft||_F / ||delta_peft||_F``. ``lego`` has no PEFT counterpart: it is
 timed on the one-layer model and, with ``--full-dir``, on a full 32-layer adapter set (224
 modules) read lazily from safetensors files (written there first if missing).
-All torch work runs with ``--threads`` (default 1) so timings are comparable on a shared machine.
+All torch work runs with ``--threads`` (default 1) so timings are comparable on a shared machine;
+the full-set timing also prints the process's CPU time (``cpu_s``), which on one thread is the
+one-core time even when other jobs share the cores.
 """
 
 from __future__ import annotations
@@ -199,12 +201,12 @@ def full_set(n: int, methods: list[str], folder: Path) -> None:
     print(f"# {n} full Llama-7B-shaped adapters in {folder} (ready in {time.perf_counter() - t:.1f}s)", flush=True)
     adapters = [LoraAdapter.load(f, validate=False) for f in folders]
     for method in methods:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         result = merge_adapters(adapters, method, params={"k": 8})
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         print(json.dumps({
             "n": n, "method": method, "k": 8, "modules": len(result.report.modules), "full_set_s": round(elapsed, 2),
-            "mixing_share": result.report.mixing_share, "shape_error": round(result.report.shape_error, 4),
+            "cpu_s": round(cpu, 2), "mixing_share": result.report.mixing_share, "shape_error": round(result.report.shape_error, 4),
             "peak_rss_mb_so_far": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         }), flush=True)
 

@@ -50,7 +50,8 @@ GROUP = "all tasks"
 
 def demo_methods(k: int = DEMO_K, *, quick: bool = False) -> list[MergeSpec]:
     """The demo's merges (``key`` is the catalog suffix): exact linear average, svd (its default
-    weights 1, and 1/sqrt(n)), ties and LoRA-LEGO, all but the exact average at rank ``k``."""
+    weights 1, and 1/sqrt(n)), ties, LoRA-LEGO and ``auto`` (the service's own pick for these
+    adapters), all but the exact average at rank ``k``."""
     # torch-backed engines are imported on use, so importing this module stays cheap
     from adapterhub.eval.quality import MergeSpec
     from adapterhub.merge.lego import DEFAULT_OUTPUT_REWEIGHT
@@ -68,6 +69,7 @@ def demo_methods(k: int = DEMO_K, *, quick: bool = False) -> list[MergeSpec]:
         spec(f"svd-sqrt-k{k}", "svd", "svd", weights="sqrt", k=k),
         spec(f"ties-k{k}", "ties", "ties", k=k),
         lego,
+        spec(f"auto-k{k}", "auto", "auto", k=k),
     ]
 
 
@@ -144,11 +146,16 @@ def _merge_and_score(
     t1 = time.perf_counter()
     result = hub.evaluate_adapter(target, threads=threads)
     t2 = time.perf_counter()
+    from adapterhub.merge.registry import WEIGHT_CONVENTIONS
+
+    label = spec.label
+    if outcome.auto:
+        label = f"auto: {outcome.method} ({outcome.auto['basis']})"
     row = {
         "name": target,
-        "label": spec.label,
-        "method": spec.method,
-        "weights": spec.weights_label(),
+        "label": label,
+        "method": outcome.method,
+        "weights": WEIGHT_CONVENTIONS[outcome.auto["convention"]] if outcome.auto else spec.weights_label(),
         "weight_values": list(outcome.weights),
         "k": spec.params.get("k"),
         "rank": outcome.record.rank,

@@ -105,8 +105,8 @@ def _run_merge(
         "size": human_size(outcome.record.size),
         "weights": ", ".join(f"{w:g}" for w in outcome.weights),
         "params": ", ".join(f"{k}={v}" for k, v in outcome.params.items()) or "-",
-        "rel. error vs weighted sum": f"{report['rel_error']:.4f}",
-        "shape error (best rescale)": f"{report['shape_error']:.4f}",
+        "rel. error vs weighted sum": _error_text(report["rel_error"]),
+        "shape error (best rescale)": _error_text(report["shape_error"]),
         "modules": len(report["modules"]),
         "time": f"{report['elapsed_s']:.2f} s",
     }
@@ -119,6 +119,11 @@ def _run_merge(
         info(f"auto: {outcome.auto['reason']}")
     for warning in report.get("warnings", []):
         info(f"warning: {warning}")
+
+
+def _error_text(value: float | None) -> str:
+    """An error from the report; ``None`` means the weighted sum is zero and the merge is not."""
+    return f"{value:.4f}" if value is not None else "inf (the inputs cancel; see the warning)"
 
 
 def _flag(name: str, meta: dict[str, Any]) -> inspect.Parameter:

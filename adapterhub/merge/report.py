@@ -54,8 +54,8 @@ class ModuleReport:
             "rank": self.rank,
             "inputs": self.inputs,
             "ref_norm": self.ref_norm,
-            "rel_error": self.rel_error,
-            "shape_error": self.shape_error,
+            "rel_error": _finite(self.rel_error),
+            "shape_error": _finite(self.shape_error),
             "abs_error": self.abs_error,
             "cancelled": self.cancelled,
             "stats": dict(self.stats),
@@ -94,8 +94,8 @@ class MergeReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "cancelled_modules": self.cancelled_modules,
-            "rel_error": self.rel_error,
-            "shape_error": self.shape_error,
+            "rel_error": _finite(self.rel_error),
+            "shape_error": _finite(self.shape_error),
             "output_rank": self.output_rank,
             "mixing_share": self.mixing_share,
             "passthrough": dict(self.passthrough),
@@ -103,6 +103,11 @@ class MergeReport:
             "elapsed_s": self.elapsed_s,
             "modules": [m.to_dict() for m in self.modules],
         }
+
+
+def _finite(x: float) -> float | None:
+    """JSON has no infinity (a strict encoder refuses it): an undefined error is ``None``."""
+    return x if math.isfinite(x) else None
 
 
 CANCEL_RTOL = 1e-6

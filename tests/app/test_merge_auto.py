@@ -188,7 +188,7 @@ def test_lego_without_output_reweighting_reports_an_infinite_error_when_inputs_c
     outcome = hub.merge([POS, COPY], weights=[0.5, -0.5], k=4, method="lego",
                         params={"output_reweight": "none"}, name="merged/cancel-none")
     report = outcome.report
-    assert report["rel_error"] == float("inf")
+    assert report["rel_error"] is None  # undefined (JSON has no infinity): the sum is zero, the merge is not
     assert report["cancelled_modules"] == len(report["modules"])
     assert any("cancel" in w and "not zero" in w for w in report["warnings"])
 
