@@ -42,6 +42,8 @@ def _registry_params() -> dict[str, dict[str, Any]]:
                 continue
             entry = params.setdefault(p["name"], {"help": p["help"], "choices": p["choices"], "defaults": {}})
             entry["defaults"][method] = p["default"]
+            if p.get("kind") == "int" and p["default"] is None:
+                entry["optional_int"] = True
     return params
 
 
@@ -137,7 +139,7 @@ def _flag(name: str, meta: dict[str, Any]) -> inspect.Parameter:
     choices = meta["choices"]
     help_text = f"{meta['help'].rstrip('.')}. Defaults: {defaults}."
     flag = "--" + name.replace("_", "-")
-    kinds = {type(d) for d in meta["defaults"].values() if d is not None}
+    kinds = {type(d) for d in meta["defaults"].values() if d is not None} or ({int} if meta.get("optional_int") else set())
     if choices:
         values = [str(c) for c in choices]
         annotation: Any = Optional[enum.Enum(f"{name}_choice", {v: v for v in values}, type=str)]  # type: ignore[misc]

@@ -187,7 +187,8 @@ def value_range(field: FieldInfo) -> str | None:
 
 
 def parameter_table() -> dict[str, list[dict[str, Any]]]:
-    """Method -> its parameters (name, type annotation text, default, help, choices, range)."""
+    """Method -> its parameters (name, default, help, choices, range, and ``kind``: ``"int"`` or
+    ``"float"`` for numbers, so an optional number with no default still gets a typed flag)."""
     table: dict[str, list[dict[str, Any]]] = {}
     for method, model in METHOD_PARAMS.items():
         rows = []
@@ -195,8 +196,11 @@ def parameter_table() -> dict[str, list[dict[str, Any]]]:
             choices = list(get_args(field.annotation)) if get_origin(field.annotation) is Literal else None
             bounds = value_range(field)
             help_text = (field.description or "") + (f" (range {bounds})" if bounds else "")
+            args = get_args(field.annotation) or (field.annotation,)
+            kind = "int" if int in args and bool not in args else "float" if float in args else None
             rows.append(
-                {"name": name, "default": field.default, "help": help_text, "choices": choices, "range": bounds}
+                {"name": name, "default": field.default, "help": help_text, "choices": choices, "range": bounds,
+                 "kind": kind}
             )
         table[method] = rows
     return table
