@@ -75,6 +75,25 @@ def test_merge_on_demand_is_pullable_at_once(live, catalog, tmp_path):
     }
 
 
+def test_merge_of_cancelling_inputs_and_auto_answer_200(live, catalog):
+    """Undefined errors come back as null (a strict JSON encoder refuses inf: that was a 500)."""
+    live.hub.add_adapter(random_adapter(60), "rest/sql-copy", task="text-to-sql")
+    headers = {"Authorization": f"Bearer {live.token}"}
+    spec = {"names": ["rest/sql", "rest/sql-copy"], "weights": [0.5, -0.5], "k": 4, "method": "lego",
+            "params": {"output_reweight": "none"}, "name": "rest/cancelled"}
+    response = httpx.post(f"{live.url}/v1/merge", json=spec, headers=headers, timeout=120)
+    assert response.status_code == 200, response.text
+    report = response.json()["report"]
+    assert report["rel_error"] in (None, 0.0) and report["cancelled_modules"] > 0
+    assert any("cancel" in w for w in report["warnings"])
+    spec = {"names": ["rest/sql", "rest/child"], "method": "auto", "k": 4, "name": "rest/auto"}
+    response = httpx.post(f"{live.url}/v1/merge", json=spec, headers=headers, timeout=120)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["auto"]["basis"] == "rule" and body["method"] == body["auto"]["method"]
+    assert "no stored examples" in body["auto"]["reason"]
+
+
 def test_merge_request_is_validated(live):
     headers = {"Authorization": f"Bearer {live.token}"}
     empty = httpx.post(f"{live.url}/v1/merge", json={"names": []}, headers=headers)
