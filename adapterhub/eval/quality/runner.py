@@ -91,8 +91,9 @@ def select_conventions(
     The all-task merge at rank ``k`` is scored on every task's validation split; the convention
     with the best mean normalised accuracy (own adapter and zero-shot measured on the same
     validation examples) wins. ``auto``'s candidates are ``AUTO_METHODS`` at their picked
-    conventions; the rule takes the best candidate on the all-task merge (4 or more inputs) and,
-    scored again on ``pairs``, the best for pairs. The test split is never read.
+    conventions; the data-free rule takes the best data-free candidate (not ``regmean``) on the
+    all-task merge (4 or more inputs) and, scored again on ``pairs``, the best for pairs. The test
+    split is never read.
 
     Returns:
         ``{"split": "validation", "k", "seed", "picked": {method: convention},
@@ -117,7 +118,8 @@ def select_conventions(
                 progress(f"validation: {method} w={WEIGHT_CONVENTIONS[convention]} -> {scores[method][convention]:.4f}")
         picked[method] = max(scores[method], key=lambda c: (scores[method][c], c == "sum"))
     candidates = [f"{m}/{picked[m]}" for m in AUTO_METHODS if m in picked]
-    large = max(candidates, key=lambda key: scores[key.split("/")[0]][key.split("/")[1]])
+    data_free = [key for key in candidates if not key.startswith("regmean/")]  # the rule needs no data
+    large = max(data_free, key=lambda key: scores[key.split("/")[0]][key.split("/")[1]])
     pair_scores: dict[str, float] = {}
     for key in candidates if pairs else []:
         method, convention = key.split("/")
@@ -126,7 +128,7 @@ def select_conventions(
         ])
         if progress:
             progress(f"validation pairs: {key} -> {pair_scores[key]:.4f}")
-    small = max(pair_scores, key=lambda key: pair_scores[key]) if pair_scores else large
+    small = max(data_free, key=lambda key: pair_scores[key]) if pair_scores else large
     return {
         "split": "validation",
         "k": k,
