@@ -15,6 +15,8 @@ cores; evaluation uses --threads, merges one thread):
     .venv/bin/python bench/merge_quality.py --quick --out /tmp/mq      # about 2 minutes
     .venv/bin/python bench/merge_quality.py --split validation --stem lego_validation   # tuning study
     timeout 2h .venv/bin/python bench/merge_quality.py --base smollm2 --stem merge_quality_smollm2  # the LLM table
+    .venv/bin/python bench/merge_quality.py --library examples/variants/shared_init --stem merge_quality_shared_init \
+        --ks 8 --all-only --no-select         # a variant library: the all-task merge at k = 8
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-examples", type=int, default=None, help="cap per task (stratified)")
     parser.add_argument("--base", default="minilm", choices=("minilm", "smollm2"),
                         help="the library's base (smollm2: examples/smollm2, generative plan)")
+    parser.add_argument("--all-only", action="store_true", help="only the all-task merge (no pairs or fours)")
+    parser.add_argument("--no-select", action="store_true",
+                        help="skip the validation step (no auto rows, methods at their default conventions)")
     parser.add_argument("--split", default="test", choices=("test", "validation"), help="reported split")
     args = parser.parse_args(argv)
 
@@ -53,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     data = merge_quality(
         quick=args.quick, out=args.out, library=args.library, seeds=args.seeds, ks=args.ks,
         max_examples=args.max_examples, split=args.split, threads=args.threads, progress=say, stem=args.stem,
-        base=args.base,
+        base=args.base, all_only=args.all_only, select=not args.no_select,
     )
     print(Path(data["files"]["markdown"]).read_text(encoding="utf-8"))
     for kind, path in data["files"].items():

@@ -40,6 +40,8 @@ def merge_quality(
     progress: ProgressFn | None = None,
     stem: str = "merge_quality",
     base: str = "minilm",
+    all_only: bool = False,
+    select: bool = True,
 ) -> dict[str, Any]:
     """The merge-quality table over the shipped task library (``adapterhub.eval.quality``).
 
@@ -52,6 +54,9 @@ def merge_quality(
         threads: torch threads while evaluating (merges use one).
         progress: called with one line per finished step.
         stem: file name stem of the written files.
+        all_only: only the all-task merge (no pairs or fours): a variant library's short table.
+        select: pick conventions and ``auto``'s rule on the validation split first (without it the
+            table has no ``auto`` rows and no validation-picked rows).
         base: ``"minilm"`` (the encoder library in ``examples/``) or ``"smollm2"`` (the causal-LM
             library in ``examples/smollm2/``, scored with instruction prompts; ``generative_plan``).
 
@@ -83,6 +88,10 @@ def merge_quality(
         changes["ks"] = tuple(ks)
     if max_examples is not None:
         changes["max_examples"] = max_examples
+    if all_only:
+        changes["subset_sizes"] = ()
+    if not select:
+        changes["select_on_validation"] = False
     full = generative_plan() if causal else default_plan()
     plan = dataclasses.replace(quick_plan() if quick else full, **changes)
     with torch_threads(threads):
