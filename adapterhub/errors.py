@@ -180,5 +180,9 @@ class TooManyRequestsError(AdapterHubError):
     """A caller already has as much work running as it may; it should wait and try again."""
 
 
+class OverloadedError(AdapterHubError):
+    """The server has more work queued than it takes; retry in a moment (HTTP 503)."""
+
+
 class OperationCancelledError(AdapterHubError):
     """Work stopped before it stored anything, because whoever asked for it went away."""

@@ -7,9 +7,10 @@ Layers, bottom to top; a module may import its own package and strictly lower la
     2  lora/
     3  store/  merge/  models/                            (siblings never import one another)
     4  eval/  hubformat/  route/  shard/  transfer/       (engines and formats)
-    5  app/                                              (the facade and its services)
-    6  server/                                           (a face)
-    7  cli/                                              (a face; it may start the server)
+    5  serving/                                          (inference: batching across adapters, cache)
+    6  app/                                              (the facade and its services)
+    7  server/                                           (a face)
+    8  cli/                                              (a face; it may start the server)
 
 Faces see the facade, the errors, the settings and plain format types only. Imports under
 ``if TYPE_CHECKING:`` are for type checkers and do not count; lazy (function-local) imports do.
@@ -28,9 +29,10 @@ LAYERS: dict[str, int] = {
     "lora": 2,
     "store": 3, "merge": 3, "models": 3,
     "eval": 4, "hubformat": 4, "route": 4, "shard": 4, "transfer": 4,
-    "app": 5,
-    "server": 6,
-    "cli": 7,
+    "serving": 5,
+    "app": 6,
+    "server": 7,
+    "cli": 8,
 }
 FACES = {"cli", "server"}
 FACE_MAY_IMPORT = {"app", "errors", "settings", "hubformat", "server"}  # cli starts the server

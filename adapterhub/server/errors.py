@@ -34,6 +34,7 @@ from adapterhub.errors import (
     PermissionDeniedError,
     RepoNotFoundError,
     TooManyRequestsError,
+    OverloadedError,
     UnsupportedAdapterError,
     UploadTooLargeError,
 )
@@ -56,6 +57,7 @@ STATUS: tuple[tuple[type[AdapterHubError], int], ...] = (
     (CommitConflictError, 412),  # a stale parentCommit: precondition failed, as the HF hub answers
     (UploadTooLargeError, 413),  # more bytes than the server takes
     (TooManyRequestsError, 429),  # this token already runs as many merges as it may
+    (OverloadedError, 503),  # the inference queue is full: shed load, the client retries
     (OperationCancelledError, 499),  # the client went away (nginx's code; nobody reads the answer)
     (InvalidNameError, 400),  # also InvalidRepoPathError
     (InvalidAdapterError, 422),  # also ForbiddenFileError
