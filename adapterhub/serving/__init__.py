@@ -13,6 +13,7 @@ checks access and feeds them.
 
 from adapterhub.serving.batcher import Batcher, BatchStats
 from adapterhub.serving.cache import AdapterCache
+from adapterhub.serving.causal import CausalEngine, Generation, GenerationRow
 from adapterhub.serving.factors import ServedAdapter, served_adapter
 from adapterhub.serving.gathered import BatchPlan, GatheredLinear, Mixture, install_gathered, linear_layers
 
@@ -21,7 +22,10 @@ __all__ = [
     "BatchPlan",
     "BatchStats",
     "Batcher",
+    "CausalEngine",
     "GatheredLinear",
+    "Generation",
+    "GenerationRow",
     "Mixture",
     "ServedAdapter",
     "install_gathered",
