@@ -39,6 +39,10 @@ class HubCore:
         # few at a time; a packed adapter's weights are rebuilt from one when its blob is missing
         # (``AdapterHub`` sets ``blobs.materialiser`` to ``shards.materialise``)
         self.shard_libraries: dict[str, Any] = {}
+        # serving: per served base (short name) its engine, adapter cache and batcher, made on the
+        # first inference request; the limits are read from the environment then (``app.serving``)
+        self.inference: dict[str, Any] = {}
+        self.inference_limits: Any = None
 
     def close(self) -> None:
         """Release the catalog's connections."""

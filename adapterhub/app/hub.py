@@ -23,6 +23,7 @@ from adapterhub.app import (
     mos_training,
     repos,
     routing,
+    serving,
     shard_reads,
     shards,
     sync,
@@ -77,6 +78,11 @@ class AdapterHub(HubCore):
     transfer_check = transfer.check
     transfer = transfer.run
     transfer_prepare = transfer_kit.prepare
+    # ---------------------------------------------------------------- inference (OpenAI-compatible)
+    serve_embeddings = serving.embeddings
+    serve_classify = serving.classify
+    serve_models = serving.servable_models
+    serve_model = serving.model_info
 
     # ---------------------------------------------------------------- hub: client, server, tokens
     push = sync.push

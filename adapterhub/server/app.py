@@ -27,11 +27,13 @@ from fastapi.responses import JSONResponse
 
 from adapterhub.errors import AdapterHubError, InvalidParameterError
 from adapterhub.hubformat import DEFAULT_MAX_UPLOAD_BYTES, LFS_THRESHOLD
-from adapterhub.server import hub_listing, hub_routes, lfs, rest, transfer_routes, xet
+from adapterhub.server import hub_listing, hub_routes, inference_routes, lfs, rest, transfer_routes, xet
 from adapterhub.server.bodylimit import MAX_BODY_BYTES, BodyLimitMiddleware
 from adapterhub.server.errors import error_response, internal_error_response
 from adapterhub.server.jobs import JobRunner
+from adapterhub.server.inference_routes import INFERENCE_PATHS, openai_error_body
 from adapterhub.server.merge_slots import MergeSlots
+from adapterhub.server.ratelimit import RateLimiter, RateLimitedError
 
 if TYPE_CHECKING:
     from adapterhub.app import AdapterHub
@@ -76,6 +78,24 @@ def _public(exc: AdapterHubError, scrubber: re.Pattern[str]) -> AdapterHubError:
     return clone
 
 
+DEFAULT_RATE_LIMIT = 50.0  # inference requests per second per token (bursts of twice that)
+
+
+def _openai_shaped(request: Request, response: JSONResponse, exc: AdapterHubError | None = None) -> JSONResponse:
+    """The same answer with OpenAI's error body on the inference routes (and Retry-After on 429)."""
+    headers = {k: v for k, v in response.headers.items() if k.lower().startswith("x-")}
+    if isinstance(exc, RateLimitedError):
+        headers["Retry-After"] = str(exc.retry_after)
+    if not request.url.path.startswith(INFERENCE_PATHS):
+        response.headers.update(headers)
+        return response
+    import json
+
+    body = json.loads(response.body)
+    return JSONResponse(openai_error_body(response.status_code, body.get("error", ""), body.get("type", "")),
+                        status_code=response.status_code, headers=headers)
+
+
 def create_app(
     hub: AdapterHub,
     *,
@@ -84,6 +104,7 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     merge_slots: MergeSlots | None = None,
     lfs_threshold: int | None = LFS_THRESHOLD,
+    rate_limit: float = DEFAULT_RATE_LIMIT,
 ) -> FastAPI:
     """The server application over ``hub``.
 
@@ -96,6 +117,7 @@ def create_app(
             one per core).
         lfs_threshold: files this large, and every ``*.safetensors``, are uploaded before the
             commit (LFS basic transfer, or Xet with ``hf_xet``) instead of inline; None: all inline.
+        rate_limit: inference requests per second per token (0: no limit).
 
     Example:
         >>> import uvicorn                                     # doctest: +SKIP
@@ -111,33 +133,35 @@ def create_app(
     app.state.max_upload_bytes = max_upload_bytes
     app.state.merge_slots = merge_slots or MergeSlots()
     app.state.lfs_threshold = lfs_threshold
+    app.state.rate_limiter = RateLimiter(rate_limit)
     scrubber = _path_scrubber(getattr(getattr(hub, "settings", None), "home", None))
     app.state.jobs = JobRunner(public=lambda e: _public(e, scrubber))
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
 
     @app.exception_handler(AdapterHubError)
     async def _handle(request: Request, exc: AdapterHubError) -> JSONResponse:
-        return error_response(_public(exc, scrubber))
+        return _openai_shaped(request, error_response(_public(exc, scrubber)), exc)
 
     @app.exception_handler(RecursionError)
     async def _handle_recursion(request: Request, exc: RecursionError) -> JSONResponse:
         # A safety net: bounded parsers refuse deep nesting first; any that slips through is the
         # client's deeply nested input, not a server bug.
-        return error_response(InvalidParameterError("the request holds data nested too deeply"))
+        return _openai_shaped(request, error_response(InvalidParameterError("the request holds data nested too deeply")))
 
     @app.exception_handler(RequestValidationError)
     async def _handle_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}" for e in exc.errors()
         )
-        return error_response(InvalidParameterError(f"invalid request: {problems}"))
+        return _openai_shaped(request, error_response(InvalidParameterError(f"invalid request: {problems}")))
 
     @app.exception_handler(Exception)
     async def _handle_bug(request: Request, exc: Exception) -> JSONResponse:
         # Not an expected error: the traceback goes to the server log, the client gets JSON.
-        return internal_error_response()
+        return _openai_shaped(request, internal_error_response())
 
     app.include_router(rest.router)
+    app.include_router(inference_routes.router)
     app.include_router(transfer_routes.router)
     app.include_router(hub_routes.router)
     app.include_router(lfs.router)

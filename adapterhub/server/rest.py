@@ -50,8 +50,8 @@ class RouteRequest(BaseModel):
 
 
 @router.get("/health")
-def health() -> dict[str, str]:
-    """Liveness check."""
+async def health() -> dict[str, str]:
+    """Liveness check (async: it answers without a worker thread, even when all are busy)."""
     return {"status": "ok"}
 
 
