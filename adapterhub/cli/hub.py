@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from typing import Any, Optional
 
 import typer
@@ -95,11 +97,29 @@ def serve(
     workers: int = typer.Option(
         1, "--workers", min=1, max=64, metavar="INTEGER", help="Server processes on this port (one catalog)."
     ),
+    rate_limit: float = typer.Option(
+        50.0, "--rate-limit", min=0, metavar="FLOAT", envvar="ADAPTERHUB_SERVE_RATE_LIMIT",
+        help="Inference requests per second per token, per worker (0: no limit).",
+    ),
+    cache_mb: float = typer.Option(
+        512.0, "--cache-mb", min=1, metavar="FLOAT", envvar="ADAPTERHUB_SERVE_CACHE_MB",
+        help="Adapter factors kept in memory per served base (LRU).",
+    ),
+    max_batch: int = typer.Option(
+        32, "--max-batch", min=1, max=4096, metavar="INTEGER", envvar="ADAPTERHUB_SERVE_MAX_BATCH",
+        help="Inference inputs per batch (requests for different adapters share one).",
+    ),
+    batch_wait_ms: float = typer.Option(
+        5.0, "--batch-wait-ms", min=0, max=1000, metavar="FLOAT", envvar="ADAPTERHUB_SERVE_BATCH_WAIT_MS",
+        help="How long the first request of a batch waits for others.",
+    ),
 ) -> None:
     """Serve the catalog as a Hugging Face-compatible hub and a REST API.
 
     Clients point HF_ENDPOINT at it: huggingface_hub and PEFT then push and pull as usual. The
-    API docs are at /docs. The server runs until stopped (Ctrl-C), so start clients in a second
+    API docs are at /docs. OpenAI-compatible inference (/v1/embeddings, /v1/classify,
+    /v1/completions, /v1/chat/completions, /v1/models) takes an adapter name, "base", "auto" or
+    "mixture" as the model, and batches requests for different adapters together. The server runs until stopped (Ctrl-C), so start clients in a second
     terminal, or run the server in the background as below. Several processes (--workers, or
     servers on several hosts sharing one ADAPTERHUB_DATABASE_URL) may serve one home: commits to
     a repo never overwrite each other.
@@ -122,6 +142,10 @@ def serve(
     from adapterhub.server.lfs import threshold_from_mb
 
     lfs_threshold = threshold_from_mb(lfs_threshold_mb)
+    # the inference service reads its limits from the environment, in this process or the workers
+    os.environ["ADAPTERHUB_SERVE_CACHE_MB"] = str(cache_mb)
+    os.environ["ADAPTERHUB_SERVE_MAX_BATCH"] = str(max_batch)
+    os.environ["ADAPTERHUB_SERVE_BATCH_WAIT_MS"] = str(batch_wait_ms)
     with handle_errors():
         hub = open_hub()
     info(f"adapterhub serving {hub.settings.home} on http://{host}:{port} (docs at /docs)")
@@ -140,6 +164,7 @@ def serve(
             max_upload_bytes=max_upload_mb * 1024 * 1024,
             lfs_threshold=lfs_threshold,
             log_level=log_level,
+            rate_limit=rate_limit,
         )
         return
     run_server(
@@ -150,6 +175,7 @@ def serve(
         max_upload_bytes=max_upload_mb * 1024 * 1024,
         lfs_threshold=lfs_threshold,
         log_level=log_level,
+        rate_limit=rate_limit,
     )
 
 

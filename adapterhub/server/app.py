@@ -179,12 +179,14 @@ def serve(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     lfs_threshold: int | None = LFS_THRESHOLD,
     log_level: str = "info",
+    rate_limit: float = DEFAULT_RATE_LIMIT,
 ) -> None:
     """Run the server until interrupted (uvicorn, one process)."""
     import uvicorn
 
     app = create_app(
-        hub, read_token_required=read_token_required, max_upload_bytes=max_upload_bytes, lfs_threshold=lfs_threshold
+        hub, read_token_required=read_token_required, max_upload_bytes=max_upload_bytes, lfs_threshold=lfs_threshold,
+        rate_limit=rate_limit,
     )
     config: dict[str, Any] = {"host": host, "port": port, "log_level": log_level}
     uvicorn.run(app, **config)

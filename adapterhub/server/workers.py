@@ -16,7 +16,7 @@ import os
 from typing import TYPE_CHECKING
 
 from adapterhub.hubformat import DEFAULT_MAX_UPLOAD_BYTES, LFS_THRESHOLD
-from adapterhub.server.app import create_app
+from adapterhub.server.app import DEFAULT_RATE_LIMIT, create_app
 from adapterhub.settings import env_flag
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENV_LFS_THRESHOLD_BYTES",
     "ENV_MAX_UPLOAD_BYTES",
+    "ENV_RATE_LIMIT",
     "ENV_READ_TOKEN_REQUIRED",
     "app_from_environment",
     "serve_workers",
@@ -33,6 +34,7 @@ __all__ = [
 ENV_READ_TOKEN_REQUIRED = "ADAPTERHUB_SERVE_READ_TOKEN_REQUIRED"
 ENV_MAX_UPLOAD_BYTES = "ADAPTERHUB_SERVE_MAX_UPLOAD_BYTES"
 ENV_LFS_THRESHOLD_BYTES = "ADAPTERHUB_SERVE_LFS_THRESHOLD_BYTES"  # "off": every file inline
+ENV_RATE_LIMIT = "ADAPTERHUB_SERVE_RATE_LIMIT"  # inference requests per second per token
 FACTORY = "adapterhub.server.workers:app_from_environment"
 
 
@@ -46,11 +48,16 @@ def app_from_environment() -> FastAPI:
 
     max_upload = os.environ.get(ENV_MAX_UPLOAD_BYTES, "")
     lfs = os.environ.get(ENV_LFS_THRESHOLD_BYTES, "")
+    try:
+        rate = float(os.environ.get(ENV_RATE_LIMIT, "") or DEFAULT_RATE_LIMIT)
+    except ValueError:
+        rate = DEFAULT_RATE_LIMIT
     return create_app(
         AdapterHub(),
         read_token_required=env_flag(ENV_READ_TOKEN_REQUIRED),
         max_upload_bytes=int(max_upload) if max_upload.isdigit() else DEFAULT_MAX_UPLOAD_BYTES,
         lfs_threshold=None if lfs == "off" else int(lfs) if lfs.isdigit() else LFS_THRESHOLD,
+        rate_limit=rate,
     )
 
 
@@ -65,6 +72,7 @@ def serve_workers(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     lfs_threshold: int | None = LFS_THRESHOLD,
     log_level: str = "info",
+    rate_limit: float = DEFAULT_RATE_LIMIT,
 ) -> None:
     """Run ``workers`` server processes on one port until interrupted (uvicorn's process manager).
 
@@ -78,4 +86,5 @@ def serve_workers(
     os.environ[ENV_READ_TOKEN_REQUIRED] = "1" if read_token_required else "0"
     os.environ[ENV_MAX_UPLOAD_BYTES] = str(max_upload_bytes)
     os.environ[ENV_LFS_THRESHOLD_BYTES] = "off" if lfs_threshold is None else str(lfs_threshold)
+    os.environ[ENV_RATE_LIMIT] = str(rate_limit)
     uvicorn.run(FACTORY, factory=True, workers=workers, host=host, port=port, log_level=log_level)
