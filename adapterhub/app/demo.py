@@ -16,7 +16,9 @@ home, whatever ``ADAPTERHUB_DATABASE_URL`` says), so the demo exercises what a u
    (``adapterhub.app.demo_llm``);
 7. shard pools: the library packed into shared pools and scored, and one MoS adapter trained
    (``adapterhub.app.demo_shard``, on a scratch catalog beside the demo's);
-8. transfer: one library adapter moved to all-mpnet-base-v2 by Trans-LoRA (``adapterhub.app.demo_transfer``).
+8. transfer: one library adapter moved to all-mpnet-base-v2 by Trans-LoRA (``adapterhub.app.demo_transfer``);
+9. serve: a stream of embedding requests for different adapters, mixtures and ``auto``, answered
+   in shared batches (``adapterhub.app.demo_serve``).
 
 Imported adapters are reused when the demo runs again on the same home; ``demo/*`` entries are
 remade, so a changed default shows up. ``quick=True`` uses three tasks and two methods.
@@ -31,11 +33,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapterhub.app.demo_llm import generative_section
+from adapterhub.app.demo_serve import serve_section
 from adapterhub.app.demo_shard import MOS_STEPS, shard_section
 from adapterhub.app.demo_transfer import TASK as TRANSFER_TASK
 from adapterhub.app.demo_transfer import transfer_section
 from adapterhub.app.hub import AdapterHub
 from adapterhub.errors import AdapterNotFoundError, InvalidParameterError
+from adapterhub.tasks import load_task
 from adapterhub.store.records import MetricRecord
 
 if TYPE_CHECKING:
@@ -49,9 +53,9 @@ GROUP = "all tasks"
 
 
 def demo_methods(k: int = DEMO_K, *, quick: bool = False) -> list[MergeSpec]:
-    """The demo's merges (``key`` is the catalog suffix): exact linear average, svd (its default
-    weights 1, and 1/sqrt(n)), ties, LoRA-LEGO and ``auto`` (the service's own pick for these
-    adapters), all but the exact average at rank ``k``."""
+    """The demo's merges (``key`` is the catalog suffix): exact linear average, svd (at 1/sqrt(n),
+    its convention picked on validation), ties, LoRA-LEGO and ``auto`` (the service's own pick for
+    these adapters), all but the exact average at rank ``k``."""
     # torch-backed engines are imported on use, so importing this module stays cheap
     from adapterhub.eval.quality import MergeSpec
     from adapterhub.merge.lego import DEFAULT_OUTPUT_REWEIGHT
@@ -65,7 +69,6 @@ def demo_methods(k: int = DEMO_K, *, quick: bool = False) -> list[MergeSpec]:
         return [average, lego]
     return [
         average,
-        spec(f"svd-k{k}", "svd", "svd", k=k),
         spec(f"svd-sqrt-k{k}", "svd", "svd", weights="sqrt", k=k),
         spec(f"ties-k{k}", "ties", "ties", k=k),
         lego,
@@ -257,6 +260,7 @@ def run_demo(
         generative = generative_section(hub, folder / "smollm2", n_tasks=2 if quick else 3, threads=threads, say=say)
         transfer = (transfer_section(hub, "library/" + TRANSFER_TASK.replace("_", "-"), threads=threads, say=say)
                     if TRANSFER_TASK in tasks else {"skipped": f"{TRANSFER_TASK} is not in the library"})
+        serve = serve_section(hub, names, [q for t in tasks for q in load_task(t).texts("test")[:32]], say=say)
         say(f"routed {routing['per_task']} unlabeled test queries of each task: top-1 accuracy "
             f"{routing['mean']['top1']:.3f}, hedged mixture {routing['mean']['hedged']:.3f}, own adapter "
             f"{routing['mean']['oracle']:.3f} (own adapter picked {routing['mean']['routed_to_own']:.0%})")
@@ -273,6 +277,7 @@ def run_demo(
         "generative": generative,
         "shard": shard,
         "transfer": transfer,
+        "serve": serve,
         "seconds": round(time.perf_counter() - started, 1),
     }
     out_dir = Path(out).expanduser().resolve() if out is not None else home_path / "report"

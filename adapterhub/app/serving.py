@@ -113,6 +113,9 @@ def limits_of(core: HubCore) -> ServeLimits:
 # -- engines -----------------------------------------------------------------------------------------
 
 _engine_lock = threading.Lock()
+# ``auto`` routes on the catalog's shared base model: one request at a time, so that concurrent
+# requests neither fit the same router twice nor share its tokenizer's mutable settings
+_route_lock = threading.Lock()
 
 
 def served_base(core: HubCore, base: str) -> ServedBase:
@@ -284,7 +287,8 @@ def resolve_model(
         from adapterhub.app.routing import route
 
         names = _auto_inventory(core, token, default_base)
-        decisions = route(core, list(texts), router=AUTO_ROUTER, among=names, labels=labels or None)
+        with _route_lock:
+            decisions = route(core, list(texts), router=AUTO_ROUTER, among=names, labels=labels or None)
         routes = [d.adapters for d in decisions]
         return Target(default_base, model, [tuple(r) for r in routes], routes)
     authorize_read(core, token, model)
@@ -321,7 +325,7 @@ def check_texts(texts: Any, limits: ServeLimits, what: str = "input") -> list[st
 
 
 def _usage(served: ServedBase, texts: Sequence[str]) -> dict[str, int]:
-    limit = getattr(served.engine.base, "max_length", None)
+    limit = getattr(served.engine, "max_length", None)
     counts = served.engine.token_counts(texts)
     used = sum(min(c, limit) if limit else c for c in counts)
     return {"prompt_tokens": used, "total_tokens": used}

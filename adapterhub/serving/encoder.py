@@ -10,6 +10,8 @@ attached (the tests check 1e-5).
 from __future__ import annotations
 
 import copy
+import dataclasses
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -34,6 +36,12 @@ class EncoderEngine:
     def __init__(self, base: BaseModel) -> None:
         self.base = base
         self.model = copy.deepcopy(base.model).eval()
+        # A fast tokenizer keeps its padding/truncation settings in mutable state: calls from two
+        # threads with different settings corrupt each other. The batch thread and the request
+        # threads (token counts) each get their own copy, and neither touches the shared one.
+        self._batch_base = dataclasses.replace(base, model=self.model, tokenizer=copy.deepcopy(base.tokenizer))
+        self._count_tokenizer = copy.deepcopy(base.tokenizer)
+        self._count_lock = threading.Lock()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.slot = install_gathered(self.model)
@@ -41,12 +49,17 @@ class EncoderEngine:
         self.dtype = next(self.model.parameters()).dtype
 
     @property
+    def max_length(self) -> int:
+        return self.base.max_length
+
+    @property
     def base_model_id(self) -> str:
         return self.base.base_model_id
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text with special tokens, before truncation (for the input length limit)."""
-        ids = self.base.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+        with self._count_lock:
+            ids = self._count_tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
         return [len(x) for x in ids]
 
     @torch.no_grad()
@@ -54,7 +67,7 @@ class EncoderEngine:
         """Unit-norm embeddings ``(len(texts), hidden)``, row ``i`` under ``mixtures[i]``."""
         if len(texts) != len(mixtures):
             raise ValueError(f"{len(texts)} texts but {len(mixtures)} mixtures")
-        batch = self.base.tokenize(texts)
+        batch = self._batch_base.tokenize(texts)
         self.slot.plan = BatchPlan.of(mixtures)
         try:
             out = self.model(**batch)
