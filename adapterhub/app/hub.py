@@ -17,6 +17,7 @@ from typing import Any
 from adapterhub.app import (
     access,
     evaluation,
+    generation,
     ingest,
     merging,
     mhr,
@@ -81,6 +82,8 @@ class AdapterHub(HubCore):
     # ---------------------------------------------------------------- inference (OpenAI-compatible)
     serve_embeddings = serving.embeddings
     serve_classify = serving.classify
+    serve_completions = generation.completions
+    serve_chat = generation.chat_completions
     serve_models = serving.servable_models
     serve_model = serving.model_info
 

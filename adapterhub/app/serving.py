@@ -297,7 +297,7 @@ def resolve_model(
     return Target(base, model, [((model, 1.0),)] * len(texts))
 
 
-def _rows(core: HubCore, served: ServedBase, target: Target, texts: Sequence[str]) -> list[Row]:
+def batch_rows(core: HubCore, served: ServedBase, target: Target, texts: Sequence[str]) -> list[Row]:
     """Rows for the batcher: names turned into digests (the cache's keys)."""
     digests: dict[str, str] = {}
     for mixture in target.mixtures:
@@ -363,7 +363,7 @@ def embeddings(
             out["routes"] = _routes_json(target)
         return out
 
-    return then(served.batcher.submit(_rows(core, served, target, texts)), response)
+    return then(served.batcher.submit(batch_rows(core, served, target, texts)), response)
 
 
 def classify(
@@ -384,7 +384,7 @@ def classify(
     served = served_base(core, target.base)
     expanded = [t for text in texts for t in (text, *labels)]
     mixtures = [m for m in target.mixtures for _ in range(1 + len(labels))]
-    rows = _rows(core, served, Target(target.base, target.label, mixtures), expanded)
+    rows = batch_rows(core, served, Target(target.base, target.label, mixtures), expanded)
     usage = _usage(served, expanded)
 
     def response(vectors: list[Any]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 
 from adapterhub.errors import AdapterHubError, InvalidParameterError
 from adapterhub.hubformat import DEFAULT_MAX_UPLOAD_BYTES, LFS_THRESHOLD
-from adapterhub.server import hub_listing, hub_routes, inference_routes, lfs, rest, transfer_routes, xet
+from adapterhub.server import completion_routes, hub_listing, hub_routes, inference_routes, lfs, rest, transfer_routes, xet
 from adapterhub.server.bodylimit import MAX_BODY_BYTES, BodyLimitMiddleware
 from adapterhub.server.errors import error_response, internal_error_response
 from adapterhub.server.jobs import JobRunner
@@ -162,6 +162,7 @@ def create_app(
 
     app.include_router(rest.router)
     app.include_router(inference_routes.router)
+    app.include_router(completion_routes.router)
     app.include_router(transfer_routes.router)
     app.include_router(hub_routes.router)
     app.include_router(lfs.router)

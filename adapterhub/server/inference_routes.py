@@ -81,7 +81,7 @@ def caller_of(token: Any) -> str:
     return f"token:{token.id}" if token is not None else "anonymous"
 
 
-async def _authorized(request: Request) -> Any:
+async def authorized(request: Request) -> Any:
     token = await run_in_threadpool(require_read, request)
     limiter_of(request).check(caller_of(token))
     return token
@@ -89,7 +89,7 @@ async def _authorized(request: Request) -> Any:
 
 async def answer(request: Request, start: Callable[[Any], Future[dict[str, Any]]]) -> dict[str, Any]:
     """Check the caller, start the work in a thread (catalog reads), await its result."""
-    token = await _authorized(request)
+    token = await authorized(request)
     future = await run_in_threadpool(start, token)
     return await asyncio.wrap_future(future)
 
@@ -128,7 +128,7 @@ async def create_classification(body: ClassifyRequest, request: Request) -> dict
 async def list_models(request: Request) -> dict[str, Any]:
     """The servable models as OpenAI model objects: ``base``, ``auto``, ``mixture``, each base by
     its short name, and every adapter the token may read on a served base."""
-    token = await _authorized(request)
+    token = await authorized(request)
     hub = hub_of(request)
     return {"object": "list", "data": await run_in_threadpool(hub.serve_models, token)}
 
@@ -136,7 +136,7 @@ async def list_models(request: Request) -> dict[str, Any]:
 @router.get("/models/{namespace}/{name}")
 async def show_adapter_model(namespace: str, name: str, request: Request) -> dict[str, Any]:
     """One adapter as an OpenAI model object (404 when unknown or unreadable)."""
-    token = await _authorized(request)
+    token = await authorized(request)
     hub = hub_of(request)
     return await run_in_threadpool(hub.serve_model, token, f"{namespace}/{name}")
 
@@ -144,6 +144,6 @@ async def show_adapter_model(namespace: str, name: str, request: Request) -> dic
 @router.get("/models/{name}")
 async def show_model(name: str, request: Request) -> dict[str, Any]:
     """A special model or a base as an OpenAI model object."""
-    token = await _authorized(request)
+    token = await authorized(request)
     hub = hub_of(request)
     return await run_in_threadpool(hub.serve_model, token, name)
