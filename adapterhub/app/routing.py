@@ -125,9 +125,16 @@ def _inventory(core: HubCore, among: Sequence[str] | None, router: str) -> list[
 
 
 def _base_model(core: HubCore, names: Sequence[str]) -> BaseModel:
+    """The encoder that embeds queries and examples: the adapters' own base when it is an encoder;
+    for causal-LM adapters (SmolLM2) the default encoder, MiniLM, which embeds their example
+    prompts as text (the text routers need a sentence embedding, which a causal LM does not give)."""
     from adapterhub.models import DEFAULT_BASE_MODEL, cached_base_model
+    from adapterhub.models.bases import find_base
 
     base = core.catalog.get(names[0]).base_model or DEFAULT_BASE_MODEL
+    spec = find_base(base)
+    if spec is not None and spec.kind != "encoder":
+        base = DEFAULT_BASE_MODEL
     return cached_base_model(None if base == DEFAULT_BASE_MODEL else base)
 
 
