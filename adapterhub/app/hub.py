@@ -25,6 +25,7 @@ from adapterhub.app import (
     repos,
     routing,
     serving,
+    serving_models,
     shard_reads,
     shards,
     sync,
@@ -84,8 +85,8 @@ class AdapterHub(HubCore):
     serve_classify = serving.classify
     serve_completions = generation.completions
     serve_chat = generation.chat_completions
-    serve_models = serving.servable_models
-    serve_model = serving.model_info
+    serve_models = serving_models.servable_models
+    serve_model = serving_models.model_info
 
     # ---------------------------------------------------------------- hub: client, server, tokens
     push = sync.push

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
     from adapterhub.app.core import HubCore
     from adapterhub.store import TokenRecord
 
-__all__ = ["ServeLimits", "classify", "embeddings", "model_info", "resolve_model", "servable_models", "serve_limits_from_env"]
+__all__ = ["SPECIAL_MODELS", "ServeLimits", "classify", "embeddings", "resolve_model", "serve_limits_from_env"]
 
 AUTO_ROUTER = "hedged"
 SPECIAL_MODELS = ("base", "auto", "mixture")
@@ -227,14 +226,18 @@ def _parse_mixture(mixture: Any, limits: ServeLimits) -> list[tuple[str, float]]
 
 
 def _auto_inventory(core: HubCore, token: TokenRecord | None, base: str) -> list[str]:
+    """The adapters ``auto`` routes among: on ``base``, readable with ``token``, with example inputs,
+    not stored mixtures."""
     from adapterhub.app.access import readable
     from adapterhub.app.examples import stored_examples
     from adapterhub.models.bases import find_base
 
-    records = [r for r in core.catalog.list() if "routed" not in r.tags and (find_base(r.base_model) or None)
-               and find_base(r.base_model).name == base]  # type: ignore[union-attr]
-    names = [r.name for r in readable(core, token, records, lambda r: r.name)]
-    names = [n for n in names if stored_examples(core, n) is not None]
+    def on_base(record: Any) -> bool:
+        spec = find_base(record.base_model)
+        return spec is not None and spec.name == base and "routed" not in record.tags
+
+    records = readable(core, token, [r for r in core.catalog.list() if on_base(r)], lambda r: r.name)
+    names = [r.name for r in records if stored_examples(core, r.name) is not None]
     if not names:
         raise InvalidParameterError(f"model 'auto' routes among {base} adapters with example inputs; there are none")
     return names
@@ -403,60 +406,3 @@ def classify(
         return out
 
     return then(served.batcher.submit(rows), response)
-
-
-def servable_models(core: HubCore, token: TokenRecord | None) -> list[dict[str, Any]]:
-    """OpenAI model objects: the special models, the bases and every readable adapter on a served base."""
-    from adapterhub.app.access import readable
-    from adapterhub.models.bases import find_base
-
-    created = int(time.time())
-    out = servable_models_special()
-    for record in readable(core, token, core.catalog.list(), lambda r: r.name):
-        spec = find_base(record.base_model)
-        if spec is None:
-            continue
-        out.append(_adapter_model(record, spec, created))
-    return out
-
-
-def servable_models_special() -> list[dict[str, Any]]:
-    """The model objects that are not catalog adapters: base, auto, mixture and each registered base."""
-    from adapterhub.models.bases import BASE_NAMES, get_base
-
-    created = int(time.time())
-    out: list[dict[str, Any]] = [
-        {"id": name, "object": "model", "created": created, "owned_by": "adapterhub", "kind": "special"}
-        for name in SPECIAL_MODELS
-    ]
-    for name in BASE_NAMES:
-        spec = get_base(name)
-        out.append({"id": name, "object": "model", "created": created, "owned_by": "adapterhub", "kind": "base",
-                    "base_model": spec.model_id, "base_kind": spec.kind})
-    return out
-
-
-def _adapter_model(record: Any, spec: Any, created: int) -> dict[str, Any]:
-    stamp = int(record.created.timestamp()) if record.created else created
-    return {"id": record.name, "object": "model", "created": stamp, "owned_by": record.name.split("/")[0],
-            "kind": "adapter", "base_model": spec.model_id, "base_kind": spec.kind, "task": record.task}
-
-
-def model_info(core: HubCore, token: TokenRecord | None, model: str) -> dict[str, Any]:
-    """One model object (``GET /v1/models/{id}``).
-
-    Raises:
-        RepoNotFoundError: unknown, unreadable with this token, or on a base this server does not serve.
-    """
-    from adapterhub.app.access import authorize_read
-    from adapterhub.errors import RepoNotFoundError
-    from adapterhub.models.bases import BASE_NAMES, find_base
-
-    if model in SPECIAL_MODELS or model in BASE_NAMES:
-        return next(m for m in servable_models_special() if m["id"] == model)
-    authorize_read(core, token, model)
-    record = core.catalog.get(model)
-    spec = find_base(record.base_model)
-    if spec is None:
-        raise RepoNotFoundError(model)
-    return _adapter_model(record, spec, int(time.time()))
