@@ -321,5 +321,10 @@ def write_demo(data: dict[str, Any], folder: Path) -> dict[str, Path]:
         "the full table with seeds, subsets and standard errors is docs/merge_quality.md."
     )
     footer = f"Catalog: `{data['home']}`; {data['seconds']:.0f} s in all."
+    serve = data.get("serve")
+    if serve:
+        footer = (f"Serving: {serve['requests']} embedding requests over {serve['adapters']} adapters, 2 mixtures and "
+                  f"auto in {serve['batches']} shared batches, {serve['requests_per_s']} requests/s against "
+                  f"{serve['base_requests_per_s']} on the bare base (docs/serving.md).\n\n" + footer)
     return write_report(report_view(data), folder, "demo", title=TITLE, intro=intro, footer=footer,
                         plot=plot_task_accuracy, with_json=False)
