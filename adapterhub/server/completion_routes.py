@@ -47,11 +47,14 @@ class _Sampling(BaseModel):
     stream: bool = Field(False, description="Answer as server-sent events.")
     mixture: dict[str, float] | None = Field(None, description="With model 'mixture': adapter name -> weight.")
 
-    def checked(self) -> None:
+    def service_kwargs(self, default_max_tokens: int) -> dict[str, Any]:
+        """The sampling arguments of the facade's generation calls (after the checks it cannot make)."""
         if self.n != 1:
             raise InvalidParameterError("only n=1 is supported")
         if self.stop:
             raise InvalidParameterError("'stop' is not supported; generation ends at the end-of-turn token or max_tokens")
+        return {"max_tokens": default_max_tokens if self.max_tokens is None else self.max_tokens,
+                "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed, "mixture": self.mixture}
 
 
 class CompletionRequest(_Sampling):
@@ -112,10 +115,8 @@ async def _stream(
 @router.post("/completions", response_model=None)
 async def create_completion(body: CompletionRequest, request: Request) -> Any:
     """Continue each prompt under an adapter, a mixture, the base or ``auto``."""
-    body.checked()
+    kwargs = body.service_kwargs(16)
     hub = hub_of(request)
-    kwargs = {"max_tokens": 16 if body.max_tokens is None else body.max_tokens, "temperature": body.temperature,
-              "top_p": body.top_p, "seed": body.seed, "mixture": body.mixture}
     if not body.stream:
         return await answer(request, lambda token: hub.serve_completions(token, body.model, body.prompt, **kwargs))
     rid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
@@ -132,10 +133,8 @@ async def create_completion(body: CompletionRequest, request: Request) -> Any:
 async def create_chat_completion(body: ChatRequest, request: Request) -> Any:
     """Answer a conversation under an adapter, a mixture, the base or ``auto`` (routed by the
     last user message)."""
-    body.checked()
+    kwargs = body.service_kwargs(256)
     hub = hub_of(request)
-    kwargs = {"max_tokens": 256 if body.max_tokens is None else body.max_tokens, "temperature": body.temperature,
-              "top_p": body.top_p, "seed": body.seed, "mixture": body.mixture}
     if not body.stream:
         return await answer(request, lambda token: hub.serve_chat(token, body.model, body.messages, **kwargs))
     rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
