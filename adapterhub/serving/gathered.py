@@ -134,8 +134,9 @@ class GatheredLinear(nn.Module):
         if A.shape[0] != x.shape[0]:
             raise RuntimeError(f"the batch plan has {A.shape[0]} rows but the input has {x.shape[0]}")
         flat = x.reshape(x.shape[0], -1, x.shape[-1])
-        delta = torch.bmm(torch.bmm(flat, A.transpose(1, 2)), Bt)
-        return out + delta.reshape(out.shape)
+        out3 = out.view(out.shape[0], -1, out.shape[-1])  # base(x) is a fresh tensor: add into it in place
+        out3.baddbmm_(torch.bmm(flat, A.transpose(1, 2)), Bt)
+        return out
 
 
 class PlanSlot:
