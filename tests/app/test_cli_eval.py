@@ -164,6 +164,8 @@ def test_demo_quick_runs_end_to_end(cli, tmp_path: Path) -> None:
     moved = out["transfer"]  # the transfer section: wn_adj_kind's adapter moved to MPNet, 32 kept of 64 sampled
     assert moved["generated"] == 64 and moved["accepted"] == 32 and 0 < moved["accuracy"] <= 1
     assert moved["target"] == "transferred/wn-adj-kind-mpnet" and 0 < moved["zero_shot"] <= 1
+    served = out["serve"]  # the serve section: requests for different adapters share batches
+    assert served["batches"] < served["requests"] and served["max_diff_vs_alone"] < 1e-5
     from adapterhub.app import AdapterHub
 
     with AdapterHub(home, database_url=f"sqlite:///{home / 'catalog.db'}") as hub:
