@@ -301,13 +301,19 @@ def resolve_model(
 
 
 def batch_rows(core: HubCore, served: ServedBase, target: Target, texts: Sequence[str]) -> list[Row]:
-    """Rows for the batcher: names turned into digests (the cache's keys)."""
+    """Rows for the batcher: names turned into digests (the cache's keys).
+
+    Each adapter is loaded into the cache here, in the request's thread: a load that fails (a
+    damaged blob, an adapter whose shapes do not fit the base) fails this request alone, not the
+    batch it would have joined, and the batch thread seldom waits for a load.
+    """
     digests: dict[str, str] = {}
     for mixture in target.mixtures:
         for name, _ in mixture:
             if name not in digests:
                 digests[name] = core.catalog.get(name).digest
                 served.names.setdefault(digests[name], name)
+                served.cache.get(digests[name])
     return [(text, tuple((digests[n], w) for n, w in mix)) for text, mix in zip(texts, target.mixtures)]
 
 
