@@ -31,10 +31,10 @@ from adapterhub.errors import (
     InvalidParameterError,
     InvalidTokenError,
     OperationCancelledError,
+    OverloadedError,
     PermissionDeniedError,
     RepoNotFoundError,
     TooManyRequestsError,
-    OverloadedError,
     UnsupportedAdapterError,
     UploadTooLargeError,
 )

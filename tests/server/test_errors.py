@@ -15,12 +15,14 @@ from adapterhub.errors import (
     EntryNotFoundError,
     HubError,
     InvalidTokenError,
+    OverloadedError,
 )
 from adapterhub.server import create_app
 from adapterhub.server.errors import HUB_ERROR_CODES, HUB_ERROR_MESSAGES, STATUS, http_status
 
 # The only errors that are not the client's fault: a damaged store, a failing upstream hub.
-SERVER_FAULTS = {BlobCorruptError: 500, HubError: 502}
+# not the client's fault: a damaged store, an upstream hub, a full inference queue (retry later)
+SERVER_FAULTS = {BlobCorruptError: 500, HubError: 502, OverloadedError: 503}
 
 
 def all_error_classes() -> list[type[AdapterHubError]]:
