@@ -58,6 +58,7 @@ def schema_metadata() -> MetaData:
     """
     import adapterhub.store.orm_artifacts  # noqa: F401  (registers artifacts)
     import adapterhub.store.orm_hub  # noqa: F401  (registers hub_repos, revision_files, tokens)
+    import adapterhub.store.orm_jobs  # noqa: F401  (registers jobs)
     from adapterhub.store.orm import Base
 
     return Base.metadata
