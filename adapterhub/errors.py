@@ -184,5 +184,9 @@ class OverloadedError(AdapterHubError):
     """The server has more work queued than it takes; retry in a moment (HTTP 503)."""
 
 
+class StorageUnavailableError(AdapterHubError):
+    """The object store holding the blobs did not answer; nothing was changed (HTTP 503)."""
+
+
 class OperationCancelledError(AdapterHubError):
     """Work stopped before it stored anything, because whoever asked for it went away."""

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapterhub.errors import InvalidParameterError
+
 
 def env_flag(name: str, default: bool = False) -> bool:
     """The one parser of boolean environment variables: 1/true/yes/on (any case) mean true.
@@ -25,10 +27,23 @@ class Settings:
     Attributes:
         home: ``ADAPTERHUB_HOME`` (default ``~/.adapterhub``): catalog database and blob store.
         database_url: ``ADAPTERHUB_DATABASE_URL``; default SQLite file ``home/catalog.db``.
+        blob_url: ``ADAPTERHUB_BLOB_URL`` (``s3://bucket/prefix``…): blobs in object storage;
+            None keeps them on local disk under ``home/blobs``.
+        blob_cache_mb: ``ADAPTERHUB_BLOB_CACHE_MB``: the local cache of an object store.
+        ray_address: ``ADAPTERHUB_RAY_ADDRESS`` (``host:port`` or ``auto``): run jobs on that Ray
+            cluster; None runs them in this process.
     """
 
     home: Path
     database_url: str
+    blob_url: str | None = None
+    blob_cache_mb: int = 20480
+    ray_address: str | None = None
+
+    @property
+    def blob_cache_root(self) -> Path:
+        """Where an object store keeps its local copies (a cache; the bucket is the truth)."""
+        return self.home / "blob-cache"
 
     @property
     def blob_root(self) -> Path:
@@ -74,4 +89,10 @@ def load_settings(home: str | Path | None = None, database_url: str | None = Non
     env_home = os.environ.get("ADAPTERHUB_HOME")
     resolved_home = Path(home or env_home or "~/.adapterhub").expanduser().resolve()
     url = database_url or os.environ.get("ADAPTERHUB_DATABASE_URL") or f"sqlite:///{resolved_home / 'catalog.db'}"
-    return Settings(home=resolved_home, database_url=url)
+    blob_url = (os.environ.get("ADAPTERHUB_BLOB_URL") or "").strip() or None
+    cache_mb = (os.environ.get("ADAPTERHUB_BLOB_CACHE_MB") or "").strip()
+    if cache_mb and not (cache_mb.isdigit() and int(cache_mb) > 0):
+        raise InvalidParameterError(f"ADAPTERHUB_BLOB_CACHE_MB must be a positive whole number of MiB; got {cache_mb!r}")
+    return Settings(home=resolved_home, database_url=url, blob_url=blob_url,
+                    blob_cache_mb=int(cache_mb) if cache_mb else 20480,
+                    ray_address=(os.environ.get("ADAPTERHUB_RAY_ADDRESS") or "").strip() or None)

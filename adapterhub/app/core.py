@@ -16,6 +16,15 @@ from adapterhub.settings import Settings, load_settings, prepare_home
 from adapterhub.store import BlobStore, Catalog
 
 
+def open_blob_store(settings: Settings) -> BlobStore:
+    """The local blob folder, or the bucket of ``ADAPTERHUB_BLOB_URL`` behind a local cache."""
+    if settings.blob_url is None:
+        return BlobStore(settings.blob_root)
+    from adapterhub.store.object_blobs import ObjectBlobStore  # obstore only where a bucket is used
+
+    return ObjectBlobStore(settings.blob_url, settings.blob_cache_root, cache_bytes=settings.blob_cache_mb * 1024**2)
+
+
 class HubCore:
     """Settings, catalog and blob store, plus the process-local caches and locks of the services.
 
@@ -27,7 +36,7 @@ class HubCore:
     def __init__(self, home: str | Path | None = None, database_url: str | None = None) -> None:
         self.settings: Settings = load_settings(home, database_url)
         prepare_home(self.settings)  # home 0700, catalog.db 0600
-        self.blobs: BlobStore = BlobStore(self.settings.blob_root)
+        self.blobs: BlobStore = open_blob_store(self.settings)
         self.catalog: Catalog = Catalog(self.settings.database_url)
         # tokens: when each token's last_used was last written (monotonic seconds), so that a busy
         # client costs one write a minute, not one per request

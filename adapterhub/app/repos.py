@@ -184,9 +184,15 @@ def _generated(path: str, content: bytes) -> HubFile:
     return HubFile(path, len(content), hashlib.sha256(content).hexdigest(), content=content)
 
 
-def _weights_path(core: HubCore, digest: str) -> Path:
-    """The weights blob; a packed adapter's is rebuilt from its shard pool first. A blob that is
-    simply missing keeps its path: ``resolve`` reports it when the file is asked for."""
+def _blob_path(core: HubCore, digest: str, *, fetch: bool = True) -> Path:
+    """Where a file's blob is on this machine; a packed adapter's weights are rebuilt first. A blob
+    that is simply missing keeps its path: ``resolve`` reports it when the file is asked for.
+
+    With ``fetch=False`` a blob in object storage is not downloaded: ``resolve`` redirects clients
+    to the bucket for large files, so a replica never needs their bytes to list or serve them.
+    """
+    if core.blobs.remote and not fetch:
+        return core.blobs.path(digest)
     try:
         return core.blobs.local_path(digest)
     except BlobNotFoundError:
@@ -214,10 +220,11 @@ def snapshot(core: HubCore, repo_id: str, revision: str = "main") -> HubSnapshot
         raise HubRevisionNotFoundError(repo_id, revision) from None
     files = {
         CONFIG_NAME: _generated(CONFIG_NAME, AdapterConfig(rev.config).to_json().encode()),
-        WEIGHTS_NAME: HubFile(WEIGHTS_NAME, rev.size, rev.digest, blob_path=_weights_path(core, rev.digest)),
+        WEIGHTS_NAME: HubFile(WEIGHTS_NAME, rev.size, rev.digest, blob_path=_blob_path(core, rev.digest, fetch=False)),
     }
     for f in hub_catalog.revision_files(core.catalog, repo_id, rev.revision):  # uploaded bytes win
-        files[f.path] = HubFile(f.path, f.size, f.digest, blob_path=core.blobs.path(f.digest))
+        lfs = HubFile(f.path, f.size, f.digest).lfs  # small files are read here (git oid, cards)
+        files[f.path] = HubFile(f.path, f.size, f.digest, blob_path=_blob_path(core, f.digest, fetch=not lfs))
     if README_NAME not in files:
         record = core.catalog.get(repo_id)
         card = render_card(record, core.catalog.lineage(repo_id), core.catalog.metrics(repo_id))
@@ -230,12 +237,12 @@ def staging(core: HubCore, *, max_bytes: int | None = None) -> UploadStaging:
     return UploadStaging(core.settings.home / "uploads", max_bytes=max_bytes or DEFAULT_MAX_UPLOAD_BYTES)
 
 
-def _local(entry: HubFile | StagedFile) -> Path:
-    """Where a file's bytes are now: the received upload, or the stored blob."""
+def _local(core: HubCore, entry: HubFile | StagedFile) -> Path:
+    """Where a file's bytes are now: the received upload, or the stored blob (fetched if remote)."""
     if isinstance(entry, StagedFile):
         return entry.local_path
     assert entry.blob_path is not None
-    return entry.blob_path
+    return _blob_path(core, entry.sha256) if core.blobs.remote else entry.blob_path
 
 
 def _extra_file(path: str, entry: HubFile | StagedFile) -> ExtraFile:
@@ -335,10 +342,10 @@ def _commit_on_head(
         config = AdapterConfig(json.loads(config_file.read_small()))
     from adapterhub.lora import LoraAdapter
 
-    adapter = LoraAdapter.from_files(config, _local(files[WEIGHTS_NAME]), validate=False)
+    adapter = LoraAdapter.from_files(config, _local(core, files[WEIGHTS_NAME]), validate=False)
     extras = {p: e for p, e in sorted(files.items()) if p not in _ADAPTER_FILES}
     readme = extras.get(README_NAME)
-    card = read_card(_local(readme) if readme is not None else None, adapter, file_sha256=files[WEIGHTS_NAME].sha256)
+    card = read_card(_local(core, readme) if readme is not None else None, adapter, file_sha256=files[WEIGHTS_NAME].sha256)
     extra_files = [_extra_file(p, e) for p, e in extras.items()]
     served = [_extra_file(p, files[p]) for p in _ADAPTER_FILES]  # kept where not canonical
     if head is None:

@@ -140,8 +140,8 @@ def load_library(core: HubCore, pool_digest: str, *, what: str | None = None, ca
             found = core.shard_libraries.get(pool_digest)
         if found is not None:
             return found
-    path = core.blobs.path(pool_digest)
     try:
+        path = core.blobs.local_path(pool_digest)  # fetched first from object storage
         actual, _ = sha256_file(path)
     except FileNotFoundError:
         raise BlobCorruptError(

@@ -23,7 +23,7 @@ def library_of(core: HubCore, base_model: str) -> tuple[ArtifactRecord | None, d
     if row is None:
         return None, {}
     try:
-        _, _, provenance = shard_pools.read_header(core.blobs.path(row.digest))
+        _, _, provenance = shard_pools.read_header(core.blobs.local_path(row.digest))
     except (OSError, ValueError):  # missing or corrupt: reads say so when they load it
         provenance = {}
     return row, provenance
@@ -61,7 +61,7 @@ def storage(core: HubCore, record: AdapterRecord) -> dict[str, Any]:
     info: dict[str, Any] = {"packed": True, "pool_digest": row.digest, "materialised": materialised,
                             "bytes": {"reconstructed": record.size}}
     try:
-        entries, meta, provenance = shard_pools.read_header(core.blobs.path(row.digest))
+        entries, meta, provenance = shard_pools.read_header(core.blobs.local_path(row.digest))
     except (OSError, ValueError) as e:
         info["pool_error"] = f"pool blob unreadable: {e}"
         return info
@@ -96,7 +96,7 @@ def stats(core: HubCore, base_model: str | None = None) -> list[dict[str, Any]]:
     for base, row in sorted(libraries.items()):
         library = shard_pools.load_library(core, row.digest, what=f"the library of '{base}'")
         s = library.stats()
-        _, _, provenance = shard_pools.read_header(core.blobs.path(row.digest))
+        _, _, provenance = shard_pools.read_header(core.blobs.local_path(row.digest))
         errors = list(s.errors.values())
         names = sorted(n for d in library.adapters for n in names_with_digest(core.catalog, d))
         answer.append({

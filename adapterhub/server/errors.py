@@ -34,6 +34,7 @@ from adapterhub.errors import (
     OverloadedError,
     PermissionDeniedError,
     RepoNotFoundError,
+    StorageUnavailableError,
     TooManyRequestsError,
     UnsupportedAdapterError,
     UploadTooLargeError,
@@ -58,6 +59,7 @@ STATUS: tuple[tuple[type[AdapterHubError], int], ...] = (
     (UploadTooLargeError, 413),  # more bytes than the server takes
     (TooManyRequestsError, 429),  # this token already runs as many merges as it may
     (OverloadedError, 503),  # the inference queue is full: shed load, the client retries
+    (StorageUnavailableError, 503),  # the bucket did not answer: nothing changed, the client retries
     (OperationCancelledError, 499),  # the client went away (nginx's code; nobody reads the answer)
     (InvalidNameError, 400),  # also InvalidRepoPathError
     (InvalidAdapterError, 422),  # also ForbiddenFileError

@@ -231,11 +231,29 @@ def resolve(namespace: str, name: str, revision: str, path: str, request: Reques
     if f.blob_path is None:
         assert f.content is not None
         return _bytes_response(f.content, headers, request.headers.get("range"))
+    blobs = hub_of(request).blobs
+    if blobs.remote:
+        if f.lfs and (url := blobs.download_url(f.sha256)) is not None:
+            return _redirect_to_bucket(url, f, headers)
+        path = blobs.local_path(f.sha256)  # a small file (or a backend that cannot sign): served from the cache
+    else:
+        path = f.blob_path
     try:
-        stat = f.blob_path.stat()
+        stat = path.stat()
     except FileNotFoundError:
-        raise BlobNotFoundError(f.sha256, f.blob_path) from None
-    return _BlobResponse(f.blob_path, headers=headers, media_type="application/octet-stream", stat_result=stat)
+        raise BlobNotFoundError(f.sha256, path) from None
+    return _BlobResponse(path, headers=headers, media_type="application/octet-stream", stat_result=stat)
+
+
+def _redirect_to_bucket(url: str, f: HubFile, headers: dict[str, str]) -> Response:
+    """A 302 to a presigned URL of the bucket, as the Hugging Face hub redirects LFS downloads.
+
+    Why: a replica must not proxy gigabytes it does not need to touch. ``huggingface_hub`` reads
+    the file's metadata from this answer (``X-Linked-Etag``, ``X-Linked-Size``, the commit) and
+    then fetches ``Location`` without its token (another host), ranges included.
+    """
+    linked = {"X-Linked-Etag": f'"{f.sha256}"', "X-Linked-Size": str(f.size), "Location": url}
+    return Response(status_code=302, headers={**headers, **linked})
 
 
 # -- upload --------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def lfs_source(request: Request) -> Any:
     def find(oid: str) -> Path | None:
         if objects.has(oid):
             return objects.path(oid)
-        return blobs.path(oid) if blobs.has(oid) else None
+        return blobs.local_path(oid) if blobs.has(oid) else None
 
     return find
 

@@ -76,8 +76,11 @@ class BlobWriter:
     nothing is stored.
     """
 
-    def __init__(self, store: BlobStore, expected_digest: str | None, source: str | None = None) -> None:
+    def __init__(
+        self, store: BlobStore, expected_digest: str | None, source: str | None = None, *, publish: bool = True
+    ) -> None:
         self._store = store
+        self._publish = publish
         self._expected = validate_digest(expected_digest) if expected_digest is not None else None
         self._source = source
         self._hash = hashlib.sha256()
@@ -138,6 +141,8 @@ class BlobWriter:
             os.chmod(self._tmp, BLOB_MODE)
             os.replace(self._tmp, final)
             fsync_dir(final.parent)
+        if self._publish:
+            self._store._published(digest, final)
         self._digest = digest
 
     def _discard(self) -> None:
@@ -185,6 +190,19 @@ class BlobStore:
     def __repr__(self) -> str:
         return f"BlobStore({str(self.root)!r})"
 
+    #: Whether blobs live elsewhere and ``path()`` is only a local cache (``ObjectBlobStore``).
+    remote = False
+
+    def _published(self, digest: str, path: Path) -> None:
+        """Hook: a blob has just landed (or was found) under its final local name ``path``.
+
+        Nothing to do for a local store; a remote store uploads it (``ObjectBlobStore``).
+        """
+
+    def download_url(self, digest: str) -> str | None:
+        """A URL a client can fetch the blob from directly, or None (a local store has none)."""
+        return None
+
     # -- naming -----------------------------------------------------------------------------------
 
     def path(self, digest: str) -> Path:
@@ -202,15 +220,18 @@ class BlobStore:
 
     # -- writing ----------------------------------------------------------------------------------
 
-    def writer(self, expected_digest: str | None = None, *, source: str | None = None) -> BlobWriter:
+    def writer(
+        self, expected_digest: str | None = None, *, source: str | None = None, publish: bool = True
+    ) -> BlobWriter:
         """Start a streaming write; use as ``with store.writer() as w: w.write(chunk)``.
 
         Args:
             expected_digest: if given, the commit fails with ``DigestMismatchError`` (and leaves
                 nothing behind) unless the bytes hash to it.
             source: a name for the bytes, used only in error messages.
+            publish: hand the blob to ``_published`` (False for bytes that came *from* the remote).
         """
-        return BlobWriter(self, expected_digest, source)
+        return BlobWriter(self, expected_digest, source, publish=publish)
 
     def put_file(self, src: Path | str, expected_digest: str | None = None) -> tuple[str, int]:
         """Copy ``src`` into the store; return ``(digest, size)``.
@@ -231,6 +252,7 @@ class BlobStore:
                 if digest != expected_digest:
                     raise DigestMismatchError(expected=expected_digest, actual=digest, source=str(src))
                 os.utime(final)
+                self._published(digest, final)
                 return digest, size
         with open(src, "rb") as f, self.writer(expected_digest, source=str(src)) as w:
             while chunk := f.read(CHUNK):
@@ -261,6 +283,7 @@ class BlobStore:
         if final.is_file() and final.stat().st_size == size:
             tmp.unlink(missing_ok=True)
             os.utime(final)
+            self._published(digest, final)
             return
         fd = os.open(tmp, os.O_RDONLY)
         try:
@@ -271,6 +294,7 @@ class BlobStore:
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, final)
         fsync_dir(final.parent)
+        self._published(digest, final)
 
     def link_file(self, src: Path | str, digest: str) -> bool:
         """Store ``src`` under ``digest`` as a hard link (no copy); False when it cannot be linked.

@@ -16,13 +16,14 @@ from adapterhub.errors import (
     HubError,
     InvalidTokenError,
     OverloadedError,
+    StorageUnavailableError,
 )
 from adapterhub.server import create_app
 from adapterhub.server.errors import HUB_ERROR_CODES, HUB_ERROR_MESSAGES, STATUS, http_status
 
-# The only errors that are not the client's fault: a damaged store, a failing upstream hub.
-# not the client's fault: a damaged store, an upstream hub, a full inference queue (retry later)
-SERVER_FAULTS = {BlobCorruptError: 500, HubError: 502, OverloadedError: 503}
+# Not the client's fault: a damaged store, an upstream hub, a full inference queue or an object
+# store that does not answer (both: retry later).
+SERVER_FAULTS = {BlobCorruptError: 500, HubError: 502, OverloadedError: 503, StorageUnavailableError: 503}
 
 
 def all_error_classes() -> list[type[AdapterHubError]]:
