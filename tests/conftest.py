@@ -83,3 +83,27 @@ def live(online: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Liv
     """One real uvicorn server per test module on a free loopback port, clients online."""
     with live_hub(tmp_path_factory.mktemp("server-home")) as server:
         yield server
+
+
+# -- object storage (tests/store/test_object_blobs.py, tests/hub/test_bucket_hub.py) ---------------
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 API server: CI's (``ADAPTERHUB_TEST_S3_ENDPOINT``) or one started for the session."""
+    from tests.s3helpers import endpoint_from_env, moto_server
+
+    endpoint = endpoint_from_env()
+    if endpoint is not None:
+        yield endpoint
+        return
+    with moto_server() as started:
+        yield started
+
+
+@pytest.fixture
+def s3_url(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``s3://<fresh bucket>/blobs`` with obstore's ``AWS_*`` variables set for the test."""
+    from tests.s3helpers import s3_env
+
+    return s3_env(monkeypatch, s3_endpoint)

@@ -136,6 +136,10 @@ class ObjectBlobStore(BlobStore):
         try:
             return fn(self._store, *args, **kwargs)
         except Exception as e:
+            if _is_not_found(e) and "NoSuchBucket" in str(e):
+                raise StorageUnavailableError(
+                    "the object store has no such bucket; check ADAPTERHUB_BLOB_URL and its credentials"
+                ) from None
             if _is_not_found(e) or _is_already_there(e):
                 raise
             log.warning("object store %s failed while %s: %s", self.url, what, str(e).splitlines()[0])
