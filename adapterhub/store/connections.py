@@ -32,7 +32,7 @@ __all__ = ["SCHEMA_HEAD", "SQLITE_BUSY_SECONDS", "Reader", "SqliteFiles", "sqlal
 
 # The newest migration's revision id. Opening an up-to-date catalog compares against this constant
 # and never imports Alembic; a test checks it equals the head of migrations/versions/.
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 SQLITE_BUSY_SECONDS = 30.0  # writers queue this long for the lock instead of failing "locked"
 _SQLITE_PREFIXES = ("sqlite:///", "sqlite+pysqlite:///")
 

@@ -34,6 +34,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -83,16 +84,29 @@ class Adapter(Base):
     """One catalog entry; its columns describe the current head revision."""
 
     __tablename__ = "adapters"
+    # An equality filter, the listing order and the cursor in one index range (migration 0006).
+    # PostgreSQL also has a trigram GIN index for free text (``gin_trgm_ops`` on a function the
+    # migration defines): the migration creates it; it is declared here so that the schema check
+    # compares it, not to be created from this metadata.
+    __table_args__ = (
+        Index("ix_adapters_task_name", "task", "name"),
+        Index("ix_adapters_base_model_name", "base_model", "name"),
+        Index(
+            "ix_adapters_search_trgm",
+            text("adapterhub_search_text(name, task, description, tags)"),
+            postgresql_using="gin",
+        ).ddl_if(dialect="postgresql"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
-    base_model: Mapped[str | None] = mapped_column(String(255), index=True)
+    base_model: Mapped[str | None] = mapped_column(String(255))
     rank: Mapped[int] = mapped_column(Integer)
     alpha: Mapped[float] = mapped_column(Float)
     # Per-module rank (normalised module path -> rank) when ranks differ, else NULL.
     ranks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     target_modules: Mapped[list[str]] = mapped_column(JSON)
-    task: Mapped[str | None] = mapped_column(String(255), index=True)
+    task: Mapped[str | None] = mapped_column(String(255))
     tags: Mapped[list[str]] = mapped_column(JSON)
     description: Mapped[str] = mapped_column(Text)
     digest: Mapped[str] = mapped_column(String(64), index=True)

@@ -42,6 +42,7 @@ __all__ = [
     "list_adapters",
     "metrics",
     "as_utc",
+    "like_pattern",
     "referenced_digests",
     "revision_row_id",
     "revisions",
@@ -133,6 +134,13 @@ def _fetch_adapters(reader: Reader, sql: str, params: Mapping[str, Any]) -> list
 # -- adapters ------------------------------------------------------------------------------------
 
 
+def like_pattern(text: str, *, prefix: bool = False) -> str:
+    """``text`` for ``LIKE ... ESCAPE '\\'`` with its wildcards taken literally: ``%text%``, or
+    the escaped text alone with ``prefix`` (the caller appends what it needs)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped if prefix else f"%{escaped}%"
+
+
 @dataclass(frozen=True, slots=True)
 class AdapterFilter:
     """What ``list`` and ``count`` select: every given field must match (None: any)."""
@@ -162,12 +170,17 @@ class AdapterFilter:
                 match = "{} ILIKE :query ESCAPE '\\'"
             else:
                 match = "lower({}) LIKE lower(:query) ESCAPE '\\'"
-            clauses.append(
+            exact = (
                 f"({match.format('a.name')} OR {match.format('a.task')} OR {match.format('a.description')}"
                 f" OR EXISTS (SELECT 1 FROM adapter_tags t WHERE t.adapter_id = a.id AND {match.format('t.tag')}))"
             )
-            escaped = self.query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            params["query"] = f"%{escaped}%"
+            if dialect == "postgresql":
+                # True whenever any field contains the text, and what the trigram index answers
+                # (migration 0006): a rare term becomes an index lookup; the exact test stays.
+                search_text = "adapterhub_search_text(a.name, a.task, a.description, a.tags)"
+                exact = f"{search_text} ILIKE :query ESCAPE '\\' AND {exact}"
+            clauses.append(exact)
+            params["query"] = like_pattern(self.query)
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 

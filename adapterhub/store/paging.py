@@ -1,0 +1,222 @@
+"""Keyset pages of the catalog: cursors, one page of adapters, one page of hub repos.
+
+Why keyset and not OFFSET: ``OFFSET 500000`` makes the database read and throw away half a million
+rows for every deep page, and a row inserted or deleted between two requests shifts every later
+page (a row shown twice, or never). A page here is ``WHERE name > :after ORDER BY name LIMIT n+1``:
+one range of the unique index on ``name`` (or of ``(task, name)`` / ``(base_model, name)`` when
+those filter), as cheap on page 20,000 as on page 1. The name is unique, so it alone is a total
+order; a row added while someone pages appears if it sorts after their position and never twice.
+
+Why nothing counts: ``count(*)`` over a million rows costs a full index scan on every page. A page
+says whether more follow (``next_cursor``); an exact total is a separate, optional call.
+
+A cursor is an opaque, url-safe token (base64url of ``1:`` + the last name, without padding), so
+clients never build one and the format can change with its version prefix. It is decoded
+strictly: anything that is not exactly what ``encode_cursor`` makes is ``InvalidParameterError``
+(HTTP 400, CLI exit 1), never a server error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from adapterhub.errors import InvalidParameterError
+from adapterhub.store.connections import Reader
+from adapterhub.store.reads import _SELECT_ADAPTERS, AdapterFilter, _fetch_adapters, as_utc, like_pattern
+from adapterhub.store.records import AdapterRecord
+
+__all__ = ["AdapterPage", "RepoRow", "MAX_PAGE", "decode_cursor", "encode_cursor", "list_page", "repo_page"]
+
+MAX_PAGE = 10_000  # rows per page at most: one page is one response, held in memory whole
+_VERSION = b"1:"
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{4,600}")
+_ALWAYS_TAGS = ("peft", "lora")  # every repo on this hub carries these (``list_models`` filter)
+
+
+def encode_cursor(name: str) -> str:
+    """The cursor that continues a listing after the row named ``name``."""
+    return base64.urlsafe_b64encode(_VERSION + name.encode("utf-8")).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(token: str) -> str:
+    """The name a cursor continues after.
+
+    Raises:
+        InvalidParameterError: not a cursor this hub made (wrong alphabet, length, version or text).
+    """
+    bad = InvalidParameterError(f"invalid cursor {token[:60]!r}: pass back the next_cursor of a previous page")
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+        raise bad
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        name = raw[len(_VERSION) :].decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise bad from None
+    if not raw.startswith(_VERSION) or not name or len(name) > 255 or not name.isprintable():
+        raise bad
+    if encode_cursor(name) != token:  # one spelling per cursor: no padding tricks, no stray bits
+        raise bad
+    return name
+
+
+def _page_size(limit: int) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE:
+        raise InvalidParameterError(f"limit must be a whole number from 1 to {MAX_PAGE}, not {limit!r}")
+    return limit
+
+
+def _and(clause: str, condition: str) -> str:
+    return f"{clause} AND {condition}" if clause else f" WHERE {condition}"
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterPage:
+    """One page of a listing: the records, and the cursor of the next page (None: this was the last)."""
+
+    items: list[AdapterRecord]
+    next_cursor: str | None
+
+
+def list_page(reader: Reader, where: AdapterFilter, *, limit: int, cursor: str | None = None) -> AdapterPage:
+    """The ``limit`` adapters matching ``where`` that sort (by name) after ``cursor``.
+
+    One SELECT of ``limit + 1`` rows: the extra row only tells whether another page follows.
+
+    Raises:
+        InvalidParameterError: a bad cursor or limit.
+    """
+    size = _page_size(limit)
+    clause, params = where.where(reader.dialect)
+    if cursor is not None:
+        clause = _and(clause, "a.name > :after")
+        params["after"] = decode_cursor(cursor)
+    params["limit"] = size + 1
+    records = _fetch_adapters(reader, f"{_SELECT_ADAPTERS}{clause} ORDER BY a.name LIMIT :limit", params)
+    more = len(records) > size
+    return AdapterPage(records[:size], encode_cursor(records[size - 1].name) if more else None)
+
+
+# -- hub repos (``list_models``) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RepoRow:
+    """One repo as ``list_models`` needs it: an adapter (with its hub row, if any) or an empty repo."""
+
+    name: str
+    private: bool
+    revision: str | None
+    created: datetime | None
+    base_model: str | None
+    tags: tuple[str, ...]
+
+
+def _repo_conditions(
+    dialect: str, column: str, search: str | None, author: str | None, params: dict[str, Any]
+) -> list[str]:
+    conditions = []
+    if search:
+        params["search"] = like_pattern(search)
+        conditions.append(
+            f"{column} ILIKE :search ESCAPE '\\'"
+            if dialect == "postgresql"
+            else f"lower({column}) LIKE lower(:search) ESCAPE '\\'"
+        )
+    if author is not None:
+        params["author"] = like_pattern(author, prefix=True) + "/%"
+        conditions.append(f"{column} LIKE :author ESCAPE '\\'")
+    return conditions
+
+
+def repo_page(
+    reader: Reader,
+    *,
+    search: str | None = None,
+    author: str | None = None,
+    tags: Sequence[str] = (),
+    limit: int,
+    cursor: str | None = None,
+) -> tuple[list[RepoRow], str | None]:
+    """One page of hub repos by name: catalog adapters and repos created empty (``hub_repos`` only).
+
+    ``search`` is a case-insensitive substring of the repo id, ``author`` its namespace, ``tags``
+    must all be among the repo's tags: ``peft``, ``lora``, its catalog tags and
+    ``base_model:<id>`` (as ``list_models`` filters). Private repos are included (flagged).
+
+    Returns:
+        The rows and the next page's cursor (None: this was the last page).
+
+    Raises:
+        InvalidParameterError: a bad cursor or limit.
+    """
+    size = _page_size(limit)
+    dialect = reader.dialect
+    params: dict[str, Any] = {"limit": size + 1}
+    after = decode_cursor(cursor) if cursor is not None else None
+    conditions = _repo_conditions(dialect, "a.name", search, author, params)
+    if search and dialect == "postgresql":  # the trigram index's necessary condition (migration 0006)
+        conditions.append("adapterhub_search_text(a.name, a.task, a.description, a.tags) ILIKE :search ESCAPE '\\'")
+    for i, tag in enumerate(t for t in dict.fromkeys(tags) if t not in _ALWAYS_TAGS):
+        params[f"tag{i}"] = tag
+        tagged = f"a.id IN (SELECT adapter_id FROM adapter_tags WHERE tag = :tag{i})"
+        if tag.startswith("base_model:"):
+            params[f"base{i}"] = tag[len("base_model:") :]
+            tagged = f"(a.base_model = :base{i} OR {tagged})"
+        conditions.append(tagged)
+    if after is not None:
+        conditions.append("a.name > :after")
+        params["after"] = after
+    where = " WHERE " + " AND ".join(conditions) if conditions else ""
+    rows = reader.rows(
+        "SELECT a.name, h.private, a.revision, a.created, a.base_model, CAST(a.tags AS TEXT)"
+        f" FROM adapters a LEFT JOIN hub_repos h ON h.name = a.name{where} ORDER BY a.name LIMIT :limit",
+        params,
+    )
+    found = [
+        RepoRow(r[0], bool(r[1]), r[2], as_utc(r[3]), r[4], (*_ALWAYS_TAGS, *json.loads(r[5]), *_base_tag(r[4])))
+        for r in rows
+    ]
+    if all(t in _ALWAYS_TAGS for t in tags):  # empty repos carry only peft and lora
+        upto = found[size - 1].name if len(found) > size else None
+        found.extend(_empty_repos(reader, search, author, after, upto, size))
+        # Merged in Python: code point order, which is the database's order on SQLite and on a
+        # PostgreSQL database with the C collation (adapterhub's default; see docs/scale.md).
+        found.sort(key=lambda row: row.name)
+    more = len(found) > size
+    return found[:size], encode_cursor(found[size - 1].name) if more else None
+
+
+def _base_tag(base_model: str | None) -> tuple[str, ...]:
+    return (f"base_model:{base_model}",) if base_model else ()
+
+
+def _empty_repos(
+    reader: Reader, search: str | None, author: str | None, after: str | None, upto: str | None, size: int
+) -> list[RepoRow]:
+    """Repos created through the hub API with nothing committed yet, between ``after`` and ``upto``.
+
+    Bounded by the adapter page's last name (when that page is full), so the anti-join reads only
+    the hub rows of this page's name range, not every hub row after the cursor.
+    """
+    params: dict[str, Any] = {"limit": size + 1}
+    conditions = _repo_conditions(reader.dialect, "h.name", search, author, params)
+    conditions.append("NOT EXISTS (SELECT 1 FROM adapters a WHERE a.name = h.name)")
+    if after is not None:
+        conditions.append("h.name > :after")
+        params["after"] = after
+    if upto is not None:
+        conditions.append("h.name <= :upto")
+        params["upto"] = upto
+    rows = reader.rows(
+        f"SELECT h.name, h.private, h.created FROM hub_repos h WHERE {' AND '.join(conditions)}"
+        " ORDER BY h.name LIMIT :limit",
+        params,
+    )
+    return [RepoRow(r[0], bool(r[1]), None, as_utc(r[2]), None, _ALWAYS_TAGS) for r in rows]
