@@ -10,7 +10,7 @@ one service module, and one line per method here.
 
 from __future__ import annotations
 
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from adapterhub.app import (
     evaluation,
     generation,
     ingest,
+    jobs,
     merging,
     mhr,
     mos_training,
@@ -80,6 +81,13 @@ class AdapterHub(HubCore):
     transfer_check = transfer.check
     transfer = transfer.run
     transfer_prepare = transfer_kit.prepare
+    # ---------------------------------------------------------------- long operations as jobs
+    @cached_property
+    def jobs(self) -> jobs.Jobs:
+        """Jobs (``app/jobs``): submit, list, show, cancel and run long operations, in this
+        process or on a Ray cluster (``ADAPTERHUB_RAY_ADDRESS``)."""
+        return jobs.Jobs(self)
+
     # ---------------------------------------------------------------- inference (OpenAI-compatible)
     serve_embeddings = serving.embeddings
     serve_classify = serving.classify
