@@ -77,6 +77,28 @@ def lfs_objects(request: Request) -> LfsObjects:
     return LfsObjects(hub_of(request).settings.home / "uploads" / "lfs")
 
 
+def url_key(request: Request) -> bytes:
+    """The key that signs upload URLs: ``ADAPTERHUB_URL_SECRET`` when set (every replica of a team
+    deployment accepts the URLs another one signed, whichever a load balancer picks), else one
+    key per home (every worker process of one ``serve`` shares it)."""
+    secret = hub_of(request).settings.url_secret
+    if secret:
+        return hashlib.sha256(b"adapterhub-url-key\0" + secret.encode()).digest()
+    return lfs_objects(request).url_key()
+
+
+def share_received(request: Request, oid: str) -> None:
+    """With blobs in a bucket, store a received object there at once (it is verified already).
+
+    Why: behind a load balancer the commit naming this object may reach another replica, which
+    finds it in the shared bucket (``lfs_source``). An object never committed is removed by
+    ``gc`` after the grace period, like any unreferenced blob.
+    """
+    hub, objects = hub_of(request), lfs_objects(request)
+    if hub.blobs.remote and objects.has(oid):
+        hub.blobs.put_file(objects.path(oid), oid)
+
+
 def lfs_source(request: Request) -> Any:
     """For the commit: where the object with a sha256 is (received here, or a stored blob)."""
     objects, blobs = lfs_objects(request), hub_of(request).blobs
@@ -133,7 +155,7 @@ def _batch(request: Request, repo_id: str, payload: dict[str, Any]) -> dict[str,
         raise InvalidParameterError("the LFS batch expects 'objects': a list of at most 1000 {'oid', 'size'}")
     sizes = [o.get("size") for o in objects if isinstance(o, dict) and isinstance(o.get("size"), int)]
     UploadStaging.check_sizes(sizes, max_bytes=request.app.state.max_upload_bytes)
-    key = lfs_objects(request).url_key()
+    key = url_key(request)
     return {"transfer": "basic", "hash_algo": "sha256", "objects": [_object_answer(request, repo_id, o, key) for o in objects]}
 
 
@@ -153,7 +175,7 @@ def _check_signature(request: Request, repo_id: str, oid: str) -> int:
     size, expires, sig = q.get("size", ""), q.get("exp", ""), q.get("sig", "")
     if not (size.isdigit() and expires.isdigit() and sig):
         raise PermissionDeniedError("this upload URL is not signed; ask the LFS batch API for one")
-    key = lfs_objects(request).url_key()
+    key = url_key(request)
     if not hmac.compare_digest(sig, _signature(key, repo_id, oid, int(size), int(expires))):
         raise PermissionDeniedError("this upload URL's signature is not valid for this repo and object")
     if int(expires) < time.time():
@@ -193,6 +215,7 @@ async def upload(namespace: str, name: str, oid: str, request: Request) -> JSONR
         await run_in_threadpool(receiver.finish)
     finally:
         await run_in_threadpool(receiver.discard)
+    await run_in_threadpool(share_received, request, oid)
     return JSONResponse({}, media_type=_LFS_TYPE)
 
 

@@ -42,7 +42,7 @@ from adapterhub.hubformat.xet import MAX_SHARD_BYTES, MAX_XORB_BYTES, hash_from_
 from adapterhub.hubformat.xet_store import GENERATION, XetXorbs
 from adapterhub.server.auth import bearer, hub_of, require_write
 from adapterhub.server.bodylimit import allow_body
-from adapterhub.server.lfs import lfs_objects
+from adapterhub.server.lfs import lfs_objects, share_received, url_key
 
 __all__ = ["router"]
 
@@ -65,7 +65,7 @@ def _issue_token(request: Request, repo_id: str) -> dict[str, Any]:
     require_write(request, repo_id)  # a missing or hidden repo: 404; no right to write it: 403
     expires = int(time.time()) + TOKEN_TTL_SECONDS
     repo = base64.urlsafe_b64encode(repo_id.encode()).decode().rstrip("=")
-    token = f"{repo}.{expires}.{_signature(lfs_objects(request).url_key(), repo_id, expires)}"
+    token = f"{repo}.{expires}.{_signature(url_key(request), repo_id, expires)}"
     cas = f"{str(request.base_url).rstrip('/')}/xet/{_xorbs(request).generation()}"
     return {"casUrl": cas, "accessToken": token, "exp": expires}
 
@@ -100,7 +100,7 @@ def _check_cas_token(request: Request, generation: str) -> str:
         repo_id = ""
     if not (repo_id and expires.isdigit() and sig):
         raise AuthError("the Xet storage routes need the token from /api/models/{repo}/xet-write-token")
-    expected = _signature(lfs_objects(request).url_key(), repo_id, int(expires))
+    expected = _signature(url_key(request), repo_id, int(expires))
     if not hmac.compare_digest(sig, expected):
         raise AuthError("this Xet token's signature is not valid")
     if int(expires) < time.time():
@@ -149,6 +149,8 @@ def _register_shard(request: Request, body: bytes) -> int:
     if sum(f.size for f in files) > limit * 4:
         raise UploadTooLargeError("this shard lists more bytes than four commits may carry (the upload limit)")
     new = [store.rebuild(f, objects, max_bytes=limit) for f in files]
+    for f in files:
+        share_received(request, f.sha256)  # any replica can take the commit
     store.remove_stale(grace_seconds=XORB_TTL_SECONDS)  # their files are rebuilt: xorbs are not kept long
     return 1 if any(new) else 0
 

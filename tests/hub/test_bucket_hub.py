@@ -12,7 +12,7 @@ import torch
 from huggingface_hub import HfApi, constants, hf_hub_download
 
 from adapterhub.app import AdapterHub
-from tests.helpers import Live, live_hub, make_peft_adapter, write_random_adapter
+from tests.helpers import Live, live_hub, live_server, make_peft_adapter, write_random_adapter
 from tests.s3helpers import s3_client
 from tests.server.test_peft_e2e import logits_from_hub
 
@@ -110,3 +110,34 @@ def test_a_second_machine_reads_what_the_first_stored(
     finally:
         first.close()
         second.close()
+
+
+def test_an_upload_may_land_on_any_replica(
+    online: None, s3_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind a load balancer: the LFS batch on replica A, the bytes PUT to replica B, the commit on A."""
+    monkeypatch.setenv("ADAPTERHUB_BLOB_URL", s3_url)
+    monkeypatch.setenv("ADAPTERHUB_DATABASE_URL", f"sqlite:///{tmp_path / 'shared.db'}")
+    monkeypatch.setenv("ADAPTERHUB_URL_SECRET", "one secret for the whole team deployment")
+    folder = write_random_adapter(tmp_path / "a", seed=9)
+    data = (folder / "adapter_model.safetensors").read_bytes()
+    oid = hashlib.sha256(data).hexdigest()
+    from adapterhub.server import create_app
+
+    hub_b = AdapterHub(tmp_path / "replica-b")  # the same catalog and bucket, its own home and cache
+    with live_hub(tmp_path / "replica-a") as a, live_server(create_app(hub_b)) as b_url:
+        HfApi(endpoint=a.url, token=a.token).create_repo("acme/balanced")
+        body = {"operation": "upload", "transfers": ["basic"], "objects": [{"oid": oid, "size": len(data)}]}
+        batch = httpx.post(f"{a.url}/acme/balanced.git/info/lfs/objects/batch", json=body,
+                           headers={"Authorization": f"Bearer {a.token}"})
+        href = batch.json()["objects"][0]["actions"]["upload"]["href"]
+        assert httpx.put(href.replace(a.url, b_url), content=data).status_code == 200  # signed by A, taken by B
+        assert a.hub.blobs.has(oid)  # in the shared bucket, so A sees it too
+        again = httpx.post(f"{a.url}/acme/balanced.git/info/lfs/objects/batch", json=body,
+                           headers={"Authorization": f"Bearer {a.token}"})
+        assert "actions" not in again.json()["objects"][0]  # nothing left to send
+        info = HfApi(endpoint=a.url, token=a.token).upload_folder(repo_id="acme/balanced", folder_path=str(folder))
+        fetched = hf_hub_download("acme/balanced", "adapter_model.safetensors", revision=info.oid,
+                                  endpoint=b_url, token=a.token, cache_dir=tmp_path / "hf")
+        assert Path(fetched).read_bytes() == data
+    hub_b.close()
