@@ -323,8 +323,16 @@ class ObjectBlobStore(BlobStore):
                 self.path(digest).unlink(missing_ok=True)
             result.blobs.append(digest)
             result.bytes_freed += size
-        local = BlobStore.gc(self, referenced, grace_seconds=grace_seconds, dry_run=dry_run)  # cache
-        result.temp_files = local.temp_files
+        for tmp in list(self._temp_files()):  # left in the cache by killed downloads or writers
+            with suppress(FileNotFoundError):
+                if tmp.stat().st_mtime <= cutoff:
+                    if not dry_run:
+                        tmp.unlink(missing_ok=True)
+                    result.temp_files.append(tmp)
+        if not dry_run:
+            for digest in list(BlobStore.digests(self)):  # cached copies of what no row references
+                if digest not in referenced:
+                    self.path(digest).unlink(missing_ok=True)
         result.blobs.sort()
         return result
 

@@ -15,7 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapterhub.errors import BlobCorruptError, BlobNotFoundError, DigestMismatchError, StorageUnavailableError
+from adapterhub.errors import (
+    BlobCorruptError,
+    BlobNotFoundError,
+    DigestMismatchError,
+    InvalidParameterError,
+    StorageUnavailableError,
+)
 from adapterhub.store import object_blobs
 from adapterhub.store.object_blobs import ObjectBlobStore
 from tests.s3helpers import s3_client
@@ -160,3 +166,17 @@ def test_a_rebuildable_blob_is_stored_when_first_asked_for(store: ObjectBlobStor
     assert not store.has(sha(data))
     assert store.local_path(sha(data)).read_bytes() == data
     assert store.has(sha(data)) and store.verify(sha(data))
+
+
+def test_any_obstore_backend_works_and_one_that_cannot_sign_says_so(tmp_path: Path) -> None:
+    store = ObjectBlobStore("memory://", tmp_path / "cache")  # GCS and Azure go through the same calls
+    digest, _ = store.put_bytes(b"in memory")
+    shutil.rmtree(store.root)
+    assert store.has(digest) and store.local_path(digest).read_bytes() == b"in memory"
+    assert store.download_url(digest) is None  # the server then answers with the bytes itself
+    assert store.gc(set(), grace_seconds=0).blobs == [digest] and not store.has(digest)
+
+
+def test_a_url_that_is_not_object_storage_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidParameterError, match="ADAPTERHUB_BLOB_URL"):
+        ObjectBlobStore("/var/lib/blobs", tmp_path)
