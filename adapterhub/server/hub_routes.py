@@ -9,7 +9,8 @@ exercised by the tests with the real client on loopback:
 - ``GET  /api/models/{ns}/{name}[/revision/{rev}]``           model info: ``sha``, ``siblings``
 - ``GET  /api/models/{ns}/{name}/tree/{rev}[/{path}]``         file listing (``recursive`` honoured)
 - ``GET|HEAD /{ns}/{name}/resolve/{rev}/{path}``               file bytes with ``X-Repo-Commit``,
-  ``ETag`` (sha256 for LFS-like files, git oid otherwise, quoted), ``Content-Length``, ranges
+  ``ETag`` (sha256 for LFS-like files, git oid otherwise, quoted), ``Content-Length``, ranges;
+  with blobs in a bucket, LFS-like files answer 302 to a presigned URL (``X-Linked-Etag``/``-Size``)
 - ``POST /api/models/{ns}/{name}/preupload/{rev}``             ``uploadMode``: ``regular``, or ``lfs``
   for large files and weights where LFS is on (the LFS routes are in ``lfs.py``)
 - ``POST /api/models/{ns}/{name}/commit/{rev}``                NDJSON commit, streamed to staging
