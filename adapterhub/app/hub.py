@@ -20,6 +20,7 @@ from adapterhub.app import (
     generation,
     ingest,
     jobs,
+    listing,
     merging,
     mhr,
     mos_training,
@@ -117,11 +118,15 @@ class AdapterHub(HubCore):
     hub_commit = repos.commit
     hub_referenced_digests = repos.referenced_digests
     hub_list_repos = repos.list_repos
+    hub_list_repos_page = listing.repos_page
     hub_commits = repos.commits
     hub_head = repos.head
     hub_delete_repo = repos.delete_repo
 
     # ---------------------------------------------------------------- reads
+    list_page = listing.list_page  # one page + next_cursor: the scalable listing
+    count = listing.count
+
     def get(self, name: str) -> AdapterRecord:
         """The catalog record for ``name`` (raises ``AdapterNotFoundError``)."""
         return self.catalog.get(name)
@@ -135,7 +140,7 @@ class AdapterHub(HubCore):
         query: str | None = None,
         limit: int | None = None,
     ) -> list[AdapterRecord]:
-        """Catalog entries, filtered, ordered by name."""
+        """Catalog entries, filtered, ordered by name (all of them: ``list_page`` pages a big catalog)."""
         return self.catalog.list(base_model=base_model, task=task, tag=tag, query=query, limit=limit)
 
     def show(self, name: str) -> dict[str, Any]:

@@ -90,25 +90,46 @@ def list_(
     query: Optional[str] = typer.Option(
         None, "--search", "-s", metavar="TEXT", help="Free text in name, task, tags, description."
     ),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, metavar="INTEGER", help="At most this many rows."),
+    limit: Optional[int] = typer.Option(
+        None, "--limit", min=1, metavar="INTEGER", help="One page of at most this many rows (default with --cursor: 50)."
+    ),
+    cursor: Optional[str] = typer.Option(
+        None, "--cursor", metavar="TEXT", help="Continue after the previous page (its next_cursor)."
+    ),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """List catalog entries.
 
+    All of them, or one page at a time: with --limit or --cursor the listing is paged: --json prints {"items": [...], "next_cursor":
+    ...} (null on the last page), a table is followed by the command for the next page. Pages
+    cost the same however deep they are, so this is the way through a large catalog.
+
     \b
     Example:
         adapterhub list --task text-to-sql --json
+        adapterhub list --limit 50 --cursor MTphY21lL3NxbA --json
     """
+    paged = limit is not None or cursor is not None
     with handle_errors():
-        records = open_hub().list(base_model=base_model, task=task, tag=tag, query=query, limit=limit)
+        hub = open_hub()
+        if paged:
+            page = hub.list_page(
+                base_model=base_model, task=task, tag=tag, query=query, limit=limit or 50, cursor=cursor
+            )
+            records, next_cursor = page.items, page.next_cursor
+        else:
+            records, next_cursor = hub.list(base_model=base_model, task=task, tag=tag, query=query), None
     if json_output:
-        print_json([r.to_dict() for r in records])
+        rows = [r.to_dict() for r in records]
+        print_json({"items": rows, "next_cursor": next_cursor} if paged else rows)
         return
     print_table(
         f"{len(records)} adapter(s)",
         ["name", "base model", "rank", "targets", "task", "tags", "size", "digest"],
         [_record_row(r) for r in records],
     )
+    if next_cursor is not None:
+        info(f"more: add --cursor {next_cursor} for the next page")
 
 
 def show(

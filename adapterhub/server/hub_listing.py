@@ -53,16 +53,70 @@ def _may_read(request: Request, repo_id: str) -> bool:
     return True
 
 
+def _model_item(s: Any) -> dict[str, Any]:
+    return {
+        "_id": s.repo_id,
+        "id": s.repo_id,
+        "modelId": s.repo_id,
+        "author": s.repo_id.split("/", 1)[0],
+        "sha": s.revision,
+        "private": s.private,
+        "gated": False,
+        "disabled": False,
+        "downloads": 0,
+        "likes": 0,
+        "library_name": "peft",
+        "tags": list(s.tags),
+        **({"createdAt": _iso(s.created)} if s.created else {}),
+    }
+
+
+def _next_link(request: Request, replace: dict[str, str]) -> str:
+    """The ``Link`` header of the next page: the same query with ``replace`` swapped in."""
+    rest = [(k, v) for k, v in request.query_params.multi_items() if k not in (*replace, "offset", "cursor")]
+    return f'<{str(request.url.replace(query=urlencode([*rest, *replace.items()])))}>; rel="next"'
+
+
 @router.get("/api/models")
 def list_models(request: Request) -> JSONResponse:
-    """Repos matching the filters, by id (``HfApi.list_models``); private ones only for their readers."""
-    require_read(request)
+    """Repos matching the filters, by id (``HfApi.list_models``); private ones only for their readers.
+
+    Pages are keyset pages, as on the HF hub: ``Link: <…cursor=…>; rel="next"``, which the client
+    follows; each costs the same however deep it is. ``offset`` (the links of older servers) still
+    works, through the unpaged listing.
+    """
+    token = require_read(request)
     params = request.query_params
     limit = _int_param(request, "limit")
-    offset = _int_param(request, "offset") or 0
+    if params.get("offset") and not params.get("cursor"):
+        return _list_models_offset(request, limit)
+    if limit == 0:
+        return JSONResponse([])
     tags = [t for value in params.getlist("filter") for t in value.split(",") if t]
     hub = hub_of(request)
-    found = hub.hub_list_repos(
+    size = PAGE_SIZE if limit is None else min(max(limit, 1), PAGE_SIZE)
+    page = hub.hub_list_repos_page(
+        search=params.get("search") or None,
+        author=params.get("author") or None,
+        tags=tags,
+        library=params.get("library") or None,
+        limit=size,
+        cursor=params.get("cursor") or None,
+        visible=lambda found: hub.readable(token, found, lambda s: s.repo_id),
+    )
+    headers = {}
+    if page.next_cursor is not None and (limit is None or limit > size):
+        replace = {"cursor": page.next_cursor, **({"limit": str(limit - size)} if limit is not None else {})}
+        headers["Link"] = _next_link(request, replace)
+    return JSONResponse([_model_item(s) for s in page.items], headers=headers)
+
+
+def _list_models_offset(request: Request, limit: int | None) -> JSONResponse:
+    """The pre-cursor listing, for ``offset`` links: reads every repo, then slices."""
+    params = request.query_params
+    offset = _int_param(request, "offset") or 0
+    tags = [t for value in params.getlist("filter") for t in value.split(",") if t]
+    found = hub_of(request).hub_list_repos(
         search=params.get("search") or None,
         author=params.get("author") or None,
         tags=tags,
@@ -71,32 +125,11 @@ def list_models(request: Request) -> JSONResponse:
     visible = [s for s in found if not s.private or _may_read(request, s.repo_id)]
     size = PAGE_SIZE if limit is None else min(limit, PAGE_SIZE)
     page = visible[offset : offset + size]
-    items = [
-        {
-            "_id": s.repo_id,
-            "id": s.repo_id,
-            "modelId": s.repo_id,
-            "author": s.repo_id.split("/", 1)[0],
-            "sha": s.revision,
-            "private": s.private,
-            "gated": False,
-            "disabled": False,
-            "downloads": 0,
-            "likes": 0,
-            "library_name": "peft",
-            "tags": list(s.tags),
-            **({"createdAt": _iso(s.created)} if s.created else {}),
-        }
-        for s in page
-    ]
     headers = {}
     if offset + size < len(visible) and (limit is None or limit > size):
-        rest = {k: v for k, v in params.multi_items() if k not in ("offset", "limit")}
-        query = [*rest.items(), ("offset", str(offset + size))]
-        if limit is not None:
-            query.append(("limit", str(limit - size)))
-        headers["Link"] = f'<{str(request.url.replace(query=urlencode(query)))}>; rel="next"'
-    return JSONResponse(items, headers=headers)
+        replace = {"offset": str(offset + size), **({"limit": str(limit - size)} if limit is not None else {})}
+        headers["Link"] = _next_link(request, replace)
+    return JSONResponse([_model_item(s) for s in page], headers=headers)
 
 
 @router.get("/api/models/{namespace}/{name}/commits/{revision:path}")

@@ -8,17 +8,21 @@ once pullable by any hub client (``snapshot_download``, ``PeftModel.from_pretrai
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapterhub.app.listing import MAX_PAGE
 from adapterhub.server.auth import bearer, hub_of, require_read
 from adapterhub.server.merge_slots import MergeSlots, run_cancellable
 
 __all__ = ["MergeRequest", "RouteRequest", "router"]
 
 router = APIRouter(prefix="/v1", tags=["rest"])
+
+REST_PAGE = 1000  # rows per /v1/adapters page unless the client asks for fewer (or more, up to MAX_PAGE)
 
 
 class MergeRequest(BaseModel):
@@ -58,21 +62,39 @@ async def health() -> dict[str, str]:
 @router.get("/adapters")
 def list_adapters(
     request: Request,
+    response: Response,
     task: str | None = None,
     tag: str | None = None,
     base_model: str | None = None,
     q: str | None = Query(None, description="Free text in name, task, tags, description."),
-    limit: int | None = Query(None, ge=1, le=100_000),
+    limit: int | None = Query(None, ge=1, le=MAX_PAGE, description=f"Rows per page (default {REST_PAGE})."),
+    cursor: str | None = Query(None, description="The next page: the cursor from the previous page's headers."),
 ) -> list[dict[str, Any]]:
-    """Catalog entries matching every filter, by name (private repos only for tokens that may read them)."""
+    """One page of catalog entries matching every filter, by name (private repos only for tokens
+    that may read them).
+
+    Keyset pages (cheap at any depth, nothing counted): when more rows follow, the response has
+    ``Link: <url>; rel="next"`` (the same query with ``cursor``) and ``X-Next-Cursor``. The body
+    stays a plain list, so clients of the unpaged listing keep working on catalogs that fit one
+    page. A malformed cursor is 422.
+    """
     token = require_read(request)
     hub = hub_of(request)
-    records = hub.list(base_model=base_model, task=task, tag=tag, query=q, limit=limit)
-    visible = hub.readable(token, records, lambda r: r.name)
-    if limit is not None and len(visible) < len(records):  # some were hidden: fill the page from the rest
-        everything = hub.list(base_model=base_model, task=task, tag=tag, query=q)
-        visible = hub.readable(token, everything, lambda r: r.name)[:limit]
-    return [r.to_dict() for r in visible]
+    page = hub.list_page(
+        base_model=base_model,
+        task=task,
+        tag=tag,
+        query=q,
+        limit=limit or REST_PAGE,
+        cursor=cursor,
+        visible=lambda records: hub.readable(token, records, lambda r: r.name),
+    )
+    if page.next_cursor is not None:
+        rest = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+        next_url = request.url.replace(query=urlencode([*rest, ("cursor", page.next_cursor)]))
+        response.headers["Link"] = f'<{next_url}>; rel="next"'
+        response.headers["X-Next-Cursor"] = page.next_cursor
+    return [r.to_dict() for r in page.items]
 
 
 @router.get("/adapters/{namespace}/{name}")
