@@ -109,17 +109,56 @@ class RayBackend:
             ray.init(address=address, runtime_env={"env_vars": self.env}, log_to_driver=False,
                      configure_logging=False)
         self._remote = ray.remote(num_cpus=1)(run_in_worker)
-        self.refs: dict[str, Any] = {}
+        self.refs: dict[Any, str] = {}  # task result -> job id, until the task ends
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="adapterhub-ray-jobs", daemon=True)
+        self._watcher.start()
 
     def submit(self, job_id: str) -> None:
         job = self.hub.jobs.show(job_id)
         retries = min(self.max_retries, max(0, job.max_attempts - 1))
-        self.refs[job_id] = self._remote.options(
+        ref = self._remote.options(
             max_retries=retries, retry_exceptions=False, runtime_env={"env_vars": self.env}, name=f"job-{job.kind}",
         ).remote(job_id, type(self.hub))
+        with self._lock:
+            self.refs[ref] = job_id
+
+    def _watch(self) -> None:
+        """Fail the row of a task that Ray gave up on (retries spent, or it could not even start:
+        a worker that cannot import adapterhub, a runtime env that cannot be set up), so the job
+        does not wait for a stale-heartbeat sweep or stay queued for ever."""
+        import ray
+
+        from adapterhub.store import jobs as rows
+
+        while not self._stop.wait(0.5):
+            with self._lock:
+                pending = list(self.refs)
+            if not pending:
+                continue
+            try:
+                ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
+            except Exception:  # noqa: BLE001 - the cluster went away: the rows go stale and are swept
+                continue
+            for ref in ready:
+                with self._lock:
+                    job_id = self.refs.pop(ref, None)
+                try:
+                    ray.get(ref)
+                except Exception as e:  # noqa: BLE001 - any Ray failure ends the job's row
+                    job = self.hub.jobs.show(job_id) if job_id else None
+                    if job is not None and not job.done:
+                        log.warning("job %s: its Ray task failed: %s", job_id, e)
+                        rows.fail_job(self.hub.catalog, job, {
+                            "type": "WorkerLostError",
+                            "message": f"its Ray task failed after {job.attempts} attempt(s): {type(e).__name__}; "
+                                       "the Ray worker logs say why; resubmit it"})
 
     def shutdown(self) -> None:
-        self.refs.clear()
+        self._stop.set()
+        with self._lock:
+            self.refs.clear()
 
 
 def make_backend(hub: AdapterHub) -> LocalBackend | RayBackend:

@@ -258,10 +258,18 @@ class Jobs:
         requeued, failed = rows.sweep_stale(self.hub.catalog, self.stale_s)
         for job_id in requeued:
             log.warning("job %s lost its worker; requeued", job_id)
-        if dispatch:
-            for job in rows.list_jobs(self.hub.catalog, status="queued", limit=None):
-                self.backend.submit(job.id)
+            if dispatch:
+                self.backend.submit(job_id)
         return requeued, failed
+
+    def resume(self) -> int:
+        """Sweep, then hand every queued job to this hub's backend (a server starting: jobs that
+        were queued when the last one stopped, or queued without dispatch). Returns how many."""
+        self.sweep()
+        queued = rows.list_jobs(self.hub.catalog, status="queued", limit=None)
+        for job in reversed(queued):  # oldest first
+            self.backend.submit(job.id)
+        return len(queued)
 
     # ---------------------------------------------------------------- running one job
     def run(self, job_id: str, *, takeover: bool = False) -> JobRecord:

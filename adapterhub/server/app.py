@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +29,19 @@ from fastapi.responses import JSONResponse
 
 from adapterhub.errors import AdapterHubError, InvalidParameterError
 from adapterhub.hubformat import DEFAULT_MAX_UPLOAD_BYTES, LFS_THRESHOLD
-from adapterhub.server import completion_routes, hub_listing, hub_routes, inference_routes, lfs, rest, transfer_routes, xet
+from adapterhub.server import (
+    completion_routes,
+    hub_listing,
+    hub_routes,
+    inference_routes,
+    jobs,
+    lfs,
+    rest,
+    transfer_routes,
+    xet,
+)
 from adapterhub.server.bodylimit import MAX_BODY_BYTES, BodyLimitMiddleware
 from adapterhub.server.errors import error_response, internal_error_response
-from adapterhub.server.jobs import JobRunner
 from adapterhub.server.inference_routes import INFERENCE_PATHS, openai_error_body
 from adapterhub.server.merge_slots import MergeSlots
 from adapterhub.server.ratelimit import RateLimiter, RateLimitedError
@@ -76,6 +87,25 @@ def _public(exc: AdapterHubError, scrubber: re.Pattern[str]) -> AdapterHubError:
     clone.__dict__.update(exc.__dict__)
     clone.args = (public,)
     return clone
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Start: hand the jobs queued in the catalog to this server's job backend (never fatal: a
+    backend that is down must not stop the hub from serving). Stop: stop the backend."""
+    import logging
+
+    from fastapi.concurrency import run_in_threadpool
+
+    jobs_service = getattr(app.state.hub, "jobs", None)
+    if jobs_service is not None:
+        try:
+            await run_in_threadpool(jobs_service.resume)
+        except Exception:  # noqa: BLE001
+            logging.getLogger(__name__).exception("could not resume queued jobs")
+    yield
+    if jobs_service is not None:
+        jobs_service.shutdown()
 
 
 DEFAULT_RATE_LIMIT = 50.0  # inference requests per second per token (bursts of twice that)
@@ -127,6 +157,7 @@ def create_app(
         title="adapterhub",
         summary="A catalog of LoRA adapters, served as a Hugging Face-compatible hub and a REST API.",
         version="1",
+        lifespan=_lifespan,
     )
     app.state.hub = hub
     app.state.read_token_required = read_token_required
@@ -135,7 +166,10 @@ def create_app(
     app.state.lfs_threshold = lfs_threshold
     app.state.rate_limiter = RateLimiter(rate_limit)
     scrubber = _path_scrubber(getattr(getattr(hub, "settings", None), "home", None))
-    app.state.jobs = JobRunner(public=lambda e: _public(e, scrubber))
+    # jobs are catalog rows (``app/jobs``); this server runs them on its backend, picks up the
+    # queued ones when it starts, and takes server paths out of their error messages
+    app.state.jobs = getattr(hub, "jobs", None)
+    app.state.scrub_message = lambda message: scrubber.sub(_neutral_name, message)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
 
     @app.exception_handler(AdapterHubError)
@@ -164,6 +198,7 @@ def create_app(
     app.include_router(inference_routes.router)
     app.include_router(completion_routes.router)
     app.include_router(transfer_routes.router)
+    app.include_router(jobs.router)
     app.include_router(hub_routes.router)
     app.include_router(lfs.router)
     app.include_router(xet.router)

@@ -1,134 +1,122 @@
-"""Long operations as jobs on the server: ``202 Accepted`` + a job id, then ``GET /v1/jobs/{id}``.
+"""``/v1/jobs``: long operations as jobs (``app/jobs``): ``202 Accepted`` + a job id, then poll.
 
-A transfer takes minutes (sampling, filtering, distillation), far longer than a client should hold
-a request open. So the route checks everything it can at once (4xx before any work), then hands
-the work to this runner and answers ``202`` with the job's URL. The runner is in-process and
-bounded: a few worker threads (one by default: a transfer uses every core), a bounded queue
-(``429`` past it) and a bounded history of finished jobs. A job is visible only to the token that
-submitted it. A job's error is the same one-line message the CLI prints, with the HTTP status it
-would have had; an unexpected failure says only "internal error" (the server log has the rest).
+``POST /v1/jobs`` (``{"kind", "params"}``) checks everything it can at once — the token may write,
+the kind exists, the parameters are valid, the inputs exist and the token may read them, the
+results' names are free and the token may write them — so bad input is a 4xx before anything is
+queued; then the job is a row in the catalog, and any server process sharing the database (or a
+Ray worker, with ``ADAPTERHUB_RAY_ADDRESS``) runs it. ``GET /v1/jobs/{id}`` says how far it is.
+
+A job is visible only to the token that submitted it (anyone else gets the 404 of a missing job).
+Each token may have ``per_owner`` jobs queued or running, the server ``max_pending`` (429 past
+them). A failed job's error is the one-line message the CLI prints, with the HTTP status it would
+have had and server paths taken out; an unexpected failure says only "internal error".
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-import uuid
-from collections import OrderedDict
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
-from adapterhub.errors import AdapterHubError, AdapterNotFoundError, TooManyRequestsError
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapterhub import errors
+from adapterhub.app.jobs import JobNotFoundError
+from adapterhub.server.auth import bearer, hub_of, require_write
 from adapterhub.server.errors import http_status
 
-log = logging.getLogger(__name__)
+__all__ = ["JobNotFoundError", "JobRequest", "owner_of", "public_job", "router", "submit"]
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+PER_OWNER = 2  # queued + running jobs one token may have
+MAX_PENDING = 8  # queued + running jobs the server takes in all
 
 
-class JobNotFoundError(AdapterNotFoundError):
-    """No job with this id (for this token)."""
+class JobRequest(BaseModel):
+    """A job: its kind (``merge_batch``, ``quality``, ``transfer``) and the kind's parameters."""
 
-    def __init__(self, job_id: str) -> None:
-        self.name = job_id[:64]
-        AdapterHubError.__init__(self, f"no job '{job_id[:64]}'; jobs are kept a while after they finish")
+    model_config = ConfigDict(extra="forbid")
 
-ProgressFn = Callable[[str, int, int], None]
-
-
-@dataclass
-class Job:
-    """One submitted operation and what is known about it so far."""
-
-    id: str
-    kind: str
-    owner: str
-    status: str = "queued"  # queued | running | succeeded | failed
-    progress: dict[str, dict[str, int]] = field(default_factory=dict)
-    result: Any = None
-    error: dict[str, Any] | None = None
-    created: float = field(default_factory=time.time)
-    finished: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "status": self.status, "progress": self.progress,
-                "result": self.result, "error": self.error, "created": self.created, "finished": self.finished}
+    kind: str = Field(..., max_length=64, description="merge_batch, quality or transfer.")
+    params: dict[str, Any] = Field(default_factory=dict, description="The kind's parameters.")
 
 
-class JobRunner:
-    """Runs jobs on a few worker threads; bounded queue, bounded history.
+def owner_of(token: Any) -> str:
+    """The owner a job of this token is recorded under."""
+    return f"token:{token.id}" if token is not None else "anonymous"
 
-    Args:
-        workers: jobs that run at once.
-        max_pending: queued + running jobs the server accepts (429 beyond).
-        per_owner: queued + running jobs one token may have.
-        history: finished jobs kept for ``GET`` (oldest dropped first).
-    """
 
-    def __init__(self, *, workers: int = 1, max_pending: int = 8, per_owner: int = 2, history: int = 200,
-                 public: Callable[[AdapterHubError], AdapterHubError] = lambda e: e) -> None:
-        self._public = public  # takes server paths out of error messages (set by ``create_app``)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="adapterhub-job")
-        self._jobs: OrderedDict[str, Job] = OrderedDict()
-        self._lock = threading.Lock()
-        self.max_pending, self.per_owner, self.history = max_pending, per_owner, history
+def public_job(request: Request, job: Any) -> dict[str, Any]:
+    """What a client sees of a job: no owner, errors as ``{"status", "message"}`` without server paths."""
+    data = job.to_dict()
+    data.pop("owner", None)
+    data.pop("worker", None)
+    error = data.get("error")
+    if error is not None:
+        cls = getattr(errors, str(error.get("type")), None)
+        internal = not (isinstance(cls, type) and issubclass(cls, errors.AdapterHubError))
+        message = "internal error" if error.get("type") == "InternalError" else str(error.get("message", ""))
+        data["error"] = {"status": 500 if internal else http_status(cls),
+                         "message": request.app.state.scrub_message(message)}
+    data["url"] = f"{str(request.base_url).rstrip('/')}/v1/jobs/{job.id}"
+    return data
 
-    def _pending(self, owner: str | None = None) -> int:
-        return sum(1 for j in self._jobs.values()
-                   if j.status in ("queued", "running") and (owner is None or j.owner == owner))
 
-    def submit(self, kind: str, owner: str, work: Callable[[ProgressFn], Any]) -> Job:
-        """Queue ``work(progress)``; its return value becomes the job's result.
+def _limits(request: Request) -> tuple[int, int]:
+    return getattr(request.app.state, "job_limits", (PER_OWNER, MAX_PENDING))
 
-        Raises:
-            TooManyRequestsError: the owner or the server has as many pending jobs as allowed.
-        """
-        with self._lock:
-            if self._pending(owner) >= self.per_owner:
-                raise TooManyRequestsError(f"this token already has {self.per_owner} jobs pending; wait for one to finish")
-            if self._pending() >= self.max_pending:
-                raise TooManyRequestsError(f"the server has {self.max_pending} jobs pending; try again later")
-            job = Job(id=uuid.uuid4().hex, kind=kind, owner=owner)
-            self._jobs[job.id] = job
-            self._trim()
-        self._pool.submit(self._run, job, work)
-        return job
 
-    def _trim(self) -> None:
-        finished = [j.id for j in self._jobs.values() if j.status in ("succeeded", "failed")]
-        for job_id in finished[: max(0, len(finished) - self.history)]:
-            del self._jobs[job_id]
+async def submit(request: Request, kind: str, params: dict[str, Any]) -> tuple[Any, JSONResponse]:
+    """Check and queue a job for the caller's token; the job's row and the ``202`` answer."""
+    hub = hub_of(request)
+    token = await run_in_threadpool(require_write, request, None)
+    per_owner, max_pending = _limits(request)
+    job = await run_in_threadpool(
+        lambda: hub.jobs.submit(kind, params, owner=owner_of(token), token=token, per_owner=per_owner,
+                                max_pending=max_pending))
+    body = public_job(request, job)
+    body["job_id"] = job.id
+    return job, JSONResponse(body, status_code=202, headers={"Location": body["url"]})
 
-    def _run(self, job: Job, work: Callable[[ProgressFn], Any]) -> None:
-        def progress(stage: str, done: int, total: int) -> None:
-            job.progress[stage] = {"done": int(done), "total": int(total)}
 
-        job.status = "running"
-        try:
-            job.result = work(progress)
-            job.status = "succeeded"
-        except AdapterHubError as e:
-            job.error = {"status": http_status(type(e)), "message": str(self._public(e))}
-            job.status = "failed"
-        except Exception:  # noqa: BLE001 - a job must end in a state, whatever went wrong
-            log.exception("job %s (%s) failed", job.id, job.kind)
-            job.error = {"status": 500, "message": "internal error"}
-            job.status = "failed"
-        finally:
-            job.finished = time.time()
+@router.post("/jobs", status_code=202)
+async def create_job(spec: JobRequest, request: Request) -> JSONResponse:
+    """Queue a job; ``202`` + ``{"id", "job_id", "url", "status", ...}``. Poll ``GET /v1/jobs/{id}``."""
+    _, response = await submit(request, spec.kind, spec.params)
+    return response
 
-    def get(self, job_id: str, owner: str) -> Job:
-        """The job, if ``owner`` submitted it (anyone else gets the same 404 as for no job).
 
-        Raises:
-            AdapterNotFoundError: no such job for this owner.
-        """
-        with self._lock:
-            job = self._jobs.get(job_id)
-        if job is None or job.owner != owner:
-            raise JobNotFoundError(job_id)
-        return job
+@router.get("/jobs")
+async def list_jobs(request: Request, status: str | None = Query(None, max_length=16),
+                    limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
+    """This token's jobs, newest first."""
+    hub = hub_of(request)
+    token = await run_in_threadpool(hub.check_token, bearer(request))
+    jobs = await run_in_threadpool(lambda: hub.jobs.list(owner=owner_of(token), status=status, limit=limit))
+    return [public_job(request, job) for job in jobs]
 
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+
+@router.get("/jobs/{job_id}")
+async def job_status(job_id: str, request: Request) -> dict[str, Any]:
+    """A job this token submitted: status, attempts, progress per stage, then its result or its error."""
+    hub = hub_of(request)
+    token = await run_in_threadpool(hub.check_token, bearer(request))
+    job = await run_in_threadpool(lambda: hub.jobs.show(job_id, owner=owner_of(token)))
+    return public_job(request, job)
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
+    """Cancel a queued or running job of this token (a finished one is left as it is)."""
+    hub = hub_of(request)
+    token = await run_in_threadpool(hub.check_token, bearer(request))
+    job = await run_in_threadpool(lambda: hub.jobs.cancel(job_id, owner=owner_of(token)))
+    return public_job(request, job)
+
+
+@router.delete("/jobs/{job_id}")
+async def delete_job(job_id: str, request: Request) -> dict[str, Any]:
+    """The same as ``POST /v1/jobs/{id}/cancel``."""
+    return await cancel_job(job_id, request)

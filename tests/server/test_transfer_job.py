@@ -1,5 +1,5 @@
 """``POST /v1/transfer`` (a Trans-LoRA job: checked first, ``202`` + job URL) and ``GET /v1/jobs/{id}``,
-and the bounds of the in-process ``JobRunner``.
+and the per-token bound on pending jobs (jobs are catalog rows, ``app/jobs``; here on the local backend).
 
 The server runs in-process (``TestClient`` on ``create_app``); the base registry is replaced by tiny
 random stand-ins for MiniLM, MPNet and SmolLM2 (real model ids), so a whole transfer job takes well
@@ -18,9 +18,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from adapterhub.errors import InvalidParameterError, TooManyRequestsError
+from adapterhub.errors import InvalidParameterError
 from adapterhub.models import bases
-from adapterhub.server.jobs import JobNotFoundError, JobRunner
 from tests.helpers import store_state
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -101,7 +100,7 @@ def bob(hub) -> dict[str, str]:
 
 
 def _jobs(app) -> int:
-    return len(app.state.jobs._jobs)
+    return len(app.state.hub.jobs.list(limit=None))
 
 
 def _state(hub) -> tuple:
@@ -320,85 +319,12 @@ def test_a_missing_generator_fails_the_job_with_its_message(client, hub, acme, f
     assert "cannot load base model" in job["error"]["message"]
 
 
-# -- the runner's bounds ----------------------------------------------------------------------------------------------
-
-
-def _blocking(gate: threading.Event, started: threading.Event | None = None):
-    def work(progress):
-        if started is not None:
-            started.set()
-        assert gate.wait(30)
-        progress("step", 1, 1)
-        return {"ok": True}
-
-    return work
-
-
-def test_job_runner_per_owner_and_server_bounds():
-    runner = JobRunner(workers=1, max_pending=3, per_owner=1, history=10)
-    gate = threading.Event()
-    try:
-        first = runner.submit("t", "alice", _blocking(gate))
-        with pytest.raises(TooManyRequestsError, match="already has 1 jobs pending"):
-            runner.submit("t", "alice", _blocking(gate))
-        second = runner.submit("t", "bob", _blocking(gate))  # queued behind the one worker
-        runner.submit("t", "carol", _blocking(gate))
-        with pytest.raises(TooManyRequestsError, match="server has 3 jobs pending"):
-            runner.submit("t", "dave", _blocking(gate))
-        assert runner.get(second.id, "bob").status == "queued"
-        with pytest.raises(JobNotFoundError):
-            runner.get(first.id, "bob")
-    finally:
-        gate.set()
-    deadline = time.monotonic() + 10
-    while runner.get(second.id, "bob").status != "succeeded":
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    job = runner.get(first.id, "alice")
-    assert job.status == "succeeded" and job.result == {"ok": True}
-    assert job.progress == {"step": {"done": 1, "total": 1}}
-    runner.submit("t", "alice", _blocking(gate))  # alice's first is done: she may submit again
-    runner.shutdown()
-
-
-def test_job_runner_keeps_a_bounded_history():
-    runner = JobRunner(workers=1, history=1)
-    ids = []
-    for _ in range(3):
-        job = runner.submit("t", "alice", lambda progress: 1)
-        ids.append(job.id)
-        deadline = time.monotonic() + 10
-        while runner.get(job.id, "alice").status != "succeeded":
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-    with pytest.raises(JobNotFoundError):
-        runner.get(ids[0], "alice")  # dropped when the third was submitted
-    assert runner.get(ids[2], "alice").result == 1
-    runner.shutdown()
-
-
-def test_job_runner_error_states():
-    runner = JobRunner(public=lambda e: InvalidParameterError("public: " + str(e)))
-
-    def hub_error(progress):
-        raise InvalidParameterError("bad")
-
-    def bug(progress):
-        raise KeyError("x")
-
-    jobs = [runner.submit("t", "a", hub_error), runner.submit("t", "a", bug)]
-    deadline = time.monotonic() + 10
-    while any(runner.get(j.id, "a").status not in ("succeeded", "failed") for j in jobs):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    assert runner.get(jobs[0].id, "a").error == {"status": 422, "message": "public: bad"}
-    assert runner.get(jobs[1].id, "a").error == {"status": 500, "message": "internal error"}
-    runner.shutdown()
+# -- the bound on pending jobs per token ------------------------------------------------------------------------------
 
 
 def test_a_second_job_of_the_same_token_while_one_runs_is_429(client, app, hub, acme, bob, monkeypatch):
     gate, started = threading.Event(), threading.Event()
-    app.state.jobs = JobRunner(workers=2, per_owner=1, public=app.state.jobs._public)
+    app.state.job_limits = (1, 8)  # one pending job per token
     calls: list[str] = []
 
     def transfer(name, **kwargs):
