@@ -47,6 +47,10 @@ COMMANDS: dict[str, LazyCommand] = {
     "pull": LazyCommand(_HUB, "Hub", "Download, validate and import an adapter from a hub repo."),
     "serve": LazyCommand(_HUB, "Hub", "Serve the catalog as a Hugging Face-compatible hub and a REST API."),
     "token": LazyCommand(_HUB, "Hub", "Access tokens of `adapterhub serve`: create, list, revoke."),
+    "jobs": LazyCommand(
+        "adapterhub.cli.jobs", "Jobs",
+        "Long operations as jobs (merge batches, quality tables, transfers): submit, list, show, cancel.",
+    ),
 }
 
 
