@@ -43,6 +43,7 @@ __all__ = [
     "metrics",
     "as_utc",
     "like_pattern",
+    "SEARCH_TEXT",
     "referenced_digests",
     "revision_row_id",
     "revisions",
@@ -134,6 +135,10 @@ def _fetch_adapters(reader: Reader, sql: str, params: Mapping[str, Any]) -> list
 # -- adapters ------------------------------------------------------------------------------------
 
 
+# The free text of a row on PostgreSQL; its trigram GIN index is ix_adapters_search_trgm.
+SEARCH_TEXT = "adapterhub_search_text(a.name, a.task, a.description, a.tags)"
+
+
 def like_pattern(text: str, *, prefix: bool = False) -> str:
     """``text`` for ``LIKE ... ESCAPE '\\'`` with its wildcards taken literally: ``%text%``, or
     the escaped text alone with ``prefix`` (the caller appends what it needs)."""
@@ -152,6 +157,15 @@ class AdapterFilter:
 
     def where(self, dialect: str) -> tuple[str, dict[str, Any]]:
         """The WHERE clause (empty when nothing is filtered) and its parameters."""
+        clauses, params = self.exact_clauses()
+        text = self.text_clause(dialect)
+        if text is not None:
+            clauses.append(text)
+            params["query"] = like_pattern(self.query or "")
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    def exact_clauses(self) -> tuple[list[str], dict[str, Any]]:
+        """The equality filters (base model, task, tag): index lookups on both backends."""
         clauses: list[str] = []
         params: dict[str, Any] = {}
         if self.base_model is not None:
@@ -163,25 +177,32 @@ class AdapterFilter:
         if self.tag is not None:
             clauses.append("a.id IN (SELECT adapter_id FROM adapter_tags WHERE tag = :tag)")
             params["tag"] = self.tag
-        if self.query:
-            # Case-insensitive substring match with LIKE's wildcards taken literally. PostgreSQL
-            # has ILIKE; elsewhere lower() on both sides (ASCII case folding on SQLite).
-            if dialect == "postgresql":
-                match = "{} ILIKE :query ESCAPE '\\'"
-            else:
-                match = "lower({}) LIKE lower(:query) ESCAPE '\\'"
-            exact = (
-                f"({match.format('a.name')} OR {match.format('a.task')} OR {match.format('a.description')}"
-                f" OR EXISTS (SELECT 1 FROM adapter_tags t WHERE t.adapter_id = a.id AND {match.format('t.tag')}))"
-            )
-            if dialect == "postgresql":
-                # True whenever any field contains the text, and what the trigram index answers
-                # (migration 0006): a rare term becomes an index lookup; the exact test stays.
-                search_text = "adapterhub_search_text(a.name, a.task, a.description, a.tags)"
-                exact = f"{search_text} ILIKE :query ESCAPE '\\' AND {exact}"
-            clauses.append(exact)
-            params["query"] = like_pattern(self.query)
-        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+        return clauses, params
+
+    def text_clause(self, dialect: str) -> str | None:
+        """The free-text condition (parameter ``:query``, made by ``like_pattern``), or None.
+
+        Case-insensitive substring of the name, task, description or a tag, with LIKE's wildcards
+        taken literally. PostgreSQL: one ILIKE on ``adapterhub_search_text`` (the four fields
+        joined by newlines, migration 0006), which its trigram index answers. It is exact when the
+        text has no newline, because a match without a newline cannot span two fields; a text
+        with a newline adds the per-field test. Elsewhere: lower() on both sides per field (ASCII
+        case folding on SQLite).
+        """
+        if not self.query:
+            return None
+        if dialect == "postgresql":
+            match = "{} ILIKE :query ESCAPE '\\'"
+        else:
+            match = "lower({}) LIKE lower(:query) ESCAPE '\\'"
+        exact = (
+            f"({match.format('a.name')} OR {match.format('a.task')} OR {match.format('a.description')}"
+            f" OR EXISTS (SELECT 1 FROM adapter_tags t WHERE t.adapter_id = a.id AND {match.format('t.tag')}))"
+        )
+        if dialect != "postgresql":
+            return exact
+        joined = match.format(SEARCH_TEXT)
+        return joined if "\n" not in self.query else f"{joined} AND {exact}"
 
 
 def get_adapter(reader: Reader, name: str) -> AdapterRecord:

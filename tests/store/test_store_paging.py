@@ -79,6 +79,42 @@ def test_filters_with_cursor_match_the_full_listing(
     assert _walk(catalog, where, 3) == expected
 
 
+def test_free_text_is_exact_on_every_field(catalog: Catalog, make_record: MakeRecord) -> None:
+    """The PostgreSQL shortcut (one ILIKE on the fields joined by newlines) answers as the per-field test."""
+    catalog.bulk_add(
+        [
+            make_record("ns/plain", task="chat", description="line one\nline two", tags=["Café", 'quo"te', "x%y"]),
+            make_record("ns/other", task="sql", description="nothing", tags=["lora"]),
+        ]
+    )
+    cases = {
+        "CAFé": ["ns/plain"], 'o"t': ["ns/plain"], "x%y": ["ns/plain"], "%": ["ns/plain"], "_": [],
+        "line one\nline": ["ns/plain"], "two\ncafé": [],  # a newline never spans two fields
+        "chat\nline": [], "ns/": ["ns/other", "ns/plain"], "sql": ["ns/other"], "lora": ["ns/other"],
+    }
+    for query, expected in cases.items():
+        assert _walk(catalog, AdapterFilter(query=query), 1) == expected, query
+        assert [r.name for r in catalog.list(query=query)] == expected, query
+
+
+def test_text_pages_past_a_window_without_matches(
+    catalog: Catalog, make_record: MakeRecord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Matches clustered late in name order: the window holds none, the rest comes from the index."""
+    from adapterhub.store import paging
+
+    monkeypatch.setattr(paging, "TEXT_WINDOW", 5)
+    monkeypatch.setattr(paging, "TEXT_DIRECT", -1)  # never straight to the index: the window first
+    catalog.bulk_add(
+        [make_record(f"aaa/x{i:02d}") for i in range(20)] + [make_record(f"zzz/needle{i:02d}") for i in range(7)]
+        + [make_record(f"mmm/y{i:02d}", description="a needle here") for i in range(2)]
+    )
+    expected = ["mmm/y00", "mmm/y01", *(f"zzz/needle{i:02d}" for i in range(7))]
+    for limit in (1, 3, 4, 9, 50):
+        assert _walk(catalog, AdapterFilter(query="NEEDLE"), limit) == expected
+    assert _walk(catalog, AdapterFilter(query="needle", tag="lora"), 2) == expected
+
+
 def test_concurrent_inserts_never_repeat_or_skip_existing_rows(catalog: Catalog, make_record: MakeRecord) -> None:
     names = _fill(catalog, make_record, 30)
     seen: list[str] = []
