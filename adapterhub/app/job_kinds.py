@@ -5,10 +5,15 @@ so a typo is a 4xx before anything is queued), a ``check`` that reads the catalo
 parameters to store (names resolved, so a retried job writes where its first attempt did), and a
 ``run`` that calls existing facade operations and returns a JSON-ready result.
 
+Kinds: ``merge_batch`` (merges, one stored result each), ``quality`` (the merge-quality table),
+``transfer`` (Trans-LoRA), ``train_batch`` (a task library), ``mhr`` (an MHR router),
+``shard_pack`` (a base's shard pools).
+
 Retries must not duplicate: a job whose worker died runs again from the start, so each kind skips
 what an earlier attempt already stored. Each merge of a batch, and a transfer, commits in one
 transaction through ``ingest``; before running one, ``run`` looks for an entry with the same
-lineage (same parents, same operation, same seed) and reports it as done instead.
+lineage (same parents, same operation, same seed) and reports it as done instead. A trained
+adapter or router whose name is stored with the same task is done; packing is incremental.
 """
 
 from __future__ import annotations
@@ -24,7 +29,18 @@ from adapterhub.errors import AdapterExistsError, InvalidParameterError
 if TYPE_CHECKING:
     from adapterhub.app.hub import AdapterHub
 
-__all__ = ["JOB_KINDS", "JobKind", "MergeBatchParams", "ProgressFn", "QualityParams", "TransferParams", "get_kind"]
+__all__ = [
+    "JOB_KINDS",
+    "JobKind",
+    "MergeBatchParams",
+    "MhrParams",
+    "ProgressFn",
+    "QualityParams",
+    "ShardPackParams",
+    "TrainBatchParams",
+    "TransferParams",
+    "get_kind",
+]
 
 ProgressFn = Callable[..., None]  # progress(stage, done, total, message=None)
 
@@ -89,6 +105,65 @@ class TransferParams(BaseModel):
     rank: int = Field(8, ge=1, le=64, description="Rank of the new adapter.")
     epochs: int = Field(2, ge=1, le=20, description="Distillation passes over the synthetic set.")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds sampling and the student.")
+
+
+class TrainSpecParams(BaseModel):
+    """One adapter of a library to train: ``AdapterHub.train``'s arguments."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(..., max_length=200, description="A shipped task (`adapterhub train --help` lists them).")
+    name: str = Field(..., max_length=200, description="Catalog name of the new adapter.")
+    base: str = Field("minilm", max_length=64)
+    method: str = Field("lora", pattern="^(lora|mos)$")
+    rank: int = Field(8, ge=1, le=256)
+    alpha: float = Field(16, gt=0, le=4096)
+    epochs: int | None = Field(None, ge=1, le=100)
+    lr: float = Field(1e-3, gt=0, le=1)
+    batch_size: int | None = Field(None, ge=1, le=1024)
+    max_steps: int | None = Field(None, ge=1, le=1_000_000)
+    limit: int | None = Field(None, ge=1, le=100_000)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    tags: list[str] = Field(default_factory=list, max_length=32)
+    threads: int | None = Field(None, ge=1, le=256)
+
+
+class TrainBatchParams(BaseModel):
+    """A task library to train, one adapter after another."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trainings: list[TrainSpecParams] = Field(..., min_length=1, max_length=200)
+
+
+class MhrParams(BaseModel):
+    """An MHR router over an inventory (``AdapterHub.train_mhr``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(..., max_length=200)
+    inventory: list[str] = Field(..., min_length=1, max_length=1000)
+    name: str = Field(..., max_length=200)
+    shots: int = Field(16, ge=1, le=10_000)
+    variant: str = Field("z", pattern="^(z|mu)$")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    steps: int | None = Field(None, ge=1, le=1_000_000)
+
+
+class ShardPackParams(BaseModel):
+    """Pack a base's adapters into shared shard pools (``AdapterHub.shard_pack``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_model: str = Field(..., max_length=255)
+    adapters: list[str] | None = Field(None, max_length=100_000)
+    pool_size: int | None = Field(None, ge=1, le=1_000_000)
+    private_budget: float | None = Field(None, ge=0, le=1)
+    shards_per_vector: int | None = Field(None, ge=1, le=64)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    max_error: float | None = Field(None, ge=0)
+    keep_originals: bool = False
+    repack: bool = False
 
 
 @dataclass(frozen=True)
@@ -249,6 +324,87 @@ def run_transfer(hub: AdapterHub, params: TransferParams, progress: ProgressFn) 
                         seed=params.seed, progress=progress)
 
 
+# -- train_batch, mhr, shard_pack --------------------------------------------------------------------
+
+
+def _new_name(hub: AdapterHub, name: str, token: Any, seen: set[str] | None = None) -> None:
+    from adapterhub.names import validate_name
+
+    validate_name(name)
+    if token is not None:
+        hub.authorize_write(token, name, must_exist=False)
+    if hub.catalog.exists(name):
+        raise AdapterExistsError(name)
+    if seen is not None:
+        if name in seen:
+            raise InvalidParameterError(f"'{name}' is named twice in the job")
+        seen.add(name)
+
+
+def check_train_batch(hub: AdapterHub, params: TrainBatchParams, token: Any) -> dict[str, Any]:
+    from adapterhub.models.bases import get_base
+    from adapterhub.tasks import load_task
+
+    seen: set[str] = set()
+    for spec in params.trainings:
+        _new_name(hub, spec.name, token, seen)
+        load_task(spec.task)
+        get_base(spec.base)
+    return params.model_dump()
+
+
+def run_train_batch(hub: AdapterHub, params: TrainBatchParams, progress: ProgressFn) -> dict[str, Any]:
+    results: list[dict[str, Any]] = []
+    total = len(params.trainings)
+    progress("trainings", 0, total)
+    for i, spec in enumerate(params.trainings):
+        existing = hub.catalog.exists(spec.name) and hub.get(spec.name).task == spec.task
+        if existing:
+            record = hub.get(spec.name)
+        else:
+            options = spec.model_dump(exclude={"task", "name", "tags"})
+            record_dict = hub.train(spec.task, name=spec.name, tags=spec.tags, **options)["adapter"]
+            record = hub.get(record_dict["name"])
+        results.append({"name": record.name, "task": spec.task, "digest": record.digest, "existing": existing})
+        progress("trainings", i + 1, total, record.name)
+    return {"adapters": results, "count": len(results)}
+
+
+def check_mhr(hub: AdapterHub, params: MhrParams, token: Any) -> dict[str, Any]:
+    from adapterhub.tasks import load_task
+
+    if token is not None:
+        hub.authorize_merge(token, params.inventory, params.name)
+    _new_name(hub, params.name, None)
+    for name in params.inventory:
+        hub.catalog.get(name)
+    load_task(params.task)
+    return params.model_dump()
+
+
+def run_mhr(hub: AdapterHub, params: MhrParams, progress: ProgressFn) -> dict[str, Any]:
+    existing = hub.catalog.exists(params.name) and hub.get(params.name).task == params.task
+    record = hub.get(params.name) if existing else hub.train_mhr(**params.model_dump())
+    return {"adapter": record.to_dict(), "existing": existing}
+
+
+def check_shard_pack(hub: AdapterHub, params: ShardPackParams, token: Any) -> dict[str, Any]:
+    from adapterhub.errors import PermissionDeniedError
+
+    if token is not None and not getattr(token, "admin", False):
+        raise PermissionDeniedError("packing a base's shard pools changes every adapter of it: it needs an admin token")
+    if not hub.catalog.list(base_model=params.base_model, limit=1):
+        raise InvalidParameterError(f"no adapter of base '{params.base_model}' in the catalog to pack")
+    for name in params.adapters or ():
+        hub.catalog.get(name)
+    return params.model_dump()
+
+
+def run_shard_pack(hub: AdapterHub, params: ShardPackParams, progress: ProgressFn) -> dict[str, Any]:
+    options = params.model_dump(exclude={"base_model"})
+    return hub.shard_pack(params.base_model, **options)  # incremental: a rerun packs only what is new
+
+
 class _TransferStored(TransferParams):
     """What a queued transfer job keeps: the request with its resolved name and kit status."""
 
@@ -264,6 +420,11 @@ JOB_KINDS: dict[str, JobKind] = {
                 "The merge-quality table over the shipped task library (a small grid by default)."),
         JobKind("transfer", TransferParams, check_transfer, run_transfer,
                 "Move an adapter to another base model (Trans-LoRA)."),
+        JobKind("train_batch", TrainBatchParams, check_train_batch, run_train_batch,
+                "Train a task library: one adapter per shipped task, stored with its metrics."),
+        JobKind("mhr", MhrParams, check_mhr, run_mhr, "Train an MHR router over an inventory of adapters."),
+        JobKind("shard_pack", ShardPackParams, check_shard_pack, run_shard_pack,
+                "Pack a base's adapters into shared shard pools (an admin's job on a server)."),
     )
 }
 """Every kind of job, by name."""

@@ -195,7 +195,8 @@ class Jobs:
         """Check, queue and dispatch a job; returns its row (``queued``, or further along already).
 
         Args:
-            kind: a name of ``kinds()`` (``merge_batch``, ``quality``, ``transfer``; ``-`` for ``_`` too).
+            kind: a name of ``kinds()`` (``merge_batch``, ``quality``, ``transfer``, ``train_batch``,
+                ``mhr``, ``shard_pack``; ``-`` for ``_`` too).
             params: the kind's parameters (``app/job_kinds``).
             owner: who may see and cancel it.
             token: the server caller's token (see ``check``).

@@ -107,7 +107,9 @@ def _exit_for(job: Any) -> None:
 
 
 def submit(
-    kind: str = typer.Argument(..., metavar="KIND", help="merge-batch, quality or transfer."),
+    kind: str = typer.Argument(
+        ..., metavar="KIND", help="merge-batch, quality, transfer, train-batch, mhr or shard-pack."
+    ),
     params: str = typer.Argument("{}", metavar="PARAMS", help="A JSON file, - for stdin, or an inline JSON object."),
     detach: bool = typer.Option(False, "--detach", help="Only queue it (a server or `jobs run` runs it)."),
     max_attempts: int = typer.Option(3, "--max-attempts", min=1, max=20, help="Runs before a job whose worker keeps dying fails."),

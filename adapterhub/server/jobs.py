@@ -35,11 +35,12 @@ MAX_PENDING = 8  # queued + running jobs the server takes in all
 
 
 class JobRequest(BaseModel):
-    """A job: its kind (``merge_batch``, ``quality``, ``transfer``) and the kind's parameters."""
+    """A job: its kind (``merge_batch``, ``quality``, ``transfer``, ``train_batch``, ``mhr``,
+    ``shard_pack``) and the kind's parameters (``app/job_kinds``)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: str = Field(..., max_length=64, description="merge_batch, quality or transfer.")
+    kind: str = Field(..., max_length=64, description="merge_batch, quality, transfer, train_batch, mhr, shard_pack.")
     params: dict[str, Any] = Field(default_factory=dict, description="The kind's parameters.")
 
 

@@ -222,3 +222,36 @@ def test_a_takeover_waits_for_the_dead_attempt_to_go_stale(hub):
     assert rows.claim_job(hub.catalog, hub.jobs.show(job.id), "dead:1")
     done = hub.jobs.run(job.id, takeover=True)  # waits ~stale_s (0.4 s here), then takes it over
     assert done.status == "succeeded" and done.attempts == 2
+
+
+def test_shard_pack_runs_as_a_job_and_a_rerun_packs_nothing_new(hub):
+    first = hub.jobs.wait(hub.jobs.submit("shard_pack", {"base_model": "tiny-bert", "pool_size": 8}).id, timeout=60)
+    assert first.status == "succeeded", first.error
+    assert first.result["adapters"] == len(NAMES)
+    again = hub.jobs.wait(hub.jobs.submit("shard_pack", {"base_model": "tiny-bert", "pool_size": 8}).id, timeout=60)
+    assert again.status == "succeeded" and again.result["packed"] == []
+
+
+@pytest.mark.parametrize(("kind", "params", "message"), [
+    ("train_batch", {"trainings": [{"task": "nope", "name": "acme/t"}]}, "no task named 'nope'"),
+    ("train_batch", {"trainings": [{"task": "wn_pos", "name": "acme/a"}]}, "acme/a"),
+    ("train_batch", {"trainings": [{"task": "wn_pos", "name": "acme/t"}, {"task": "wn_pos", "name": "acme/t"}]},
+     "twice"),
+    ("train_batch", {"trainings": [{"task": "wn_pos", "name": "acme/t", "base": "nope"}]}, "nope"),
+    ("mhr", {"task": "wn_pos", "inventory": ["acme/a", "acme/zz"], "name": "acme/m"}, "acme/zz"),
+    ("mhr", {"task": "wn_pos", "inventory": ["acme/a"], "name": "acme/b"}, "acme/b"),
+    ("shard_pack", {"base_model": "no-such-base"}, "no adapter of base 'no-such-base'"),
+])
+def test_the_other_kinds_refuse_bad_input_before_queueing(hub, kind, params, message):
+    with pytest.raises(Exception, match=message):
+        hub.jobs.submit(kind, params)
+    assert hub.jobs.list() == []
+
+
+def test_importing_the_facade_imports_neither_ray_nor_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, adapterhub.app; print(sorted({'ray', 'torch', 'pydantic'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stderr

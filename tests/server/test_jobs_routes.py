@@ -103,6 +103,9 @@ def test_a_merge_batch_job_answers_202_and_runs_to_success(client, hub, acme, bo
     (_merges({"names": ["acme/a", "acme/b"], "name": "bob/x"}), 403, "bob/x"),
     ({"kind": "quality", "params": {"split": "train"}}, 422, "split"),
     ({"kind": "merge_batch"}, 422, "merges"),
+    ({"kind": "shard_pack", "params": {"base_model": "tiny-bert"}}, 403, "admin token"),
+    ({"kind": "train_batch", "params": {"trainings": [{"task": "wn_pos", "name": "bob/t"}]}}, 403, "bob/t"),
+    ({"kind": "mhr", "params": {"task": "wn_pos", "inventory": ["acme/a"], "name": "bob/m"}}, 403, "bob/m"),
     ({"params": {}}, 422, "kind"),
 ])
 def test_bad_jobs_are_refused_before_anything_is_queued(client, hub, acme, body, status, message):
