@@ -22,19 +22,19 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from adapterhub.errors import InvalidParameterError
 from adapterhub.store.connections import Reader
-from adapterhub.store.reads import _SELECT_ADAPTERS, AdapterFilter, _fetch_adapters, as_utc, like_pattern
+from adapterhub.store.reads import SEARCH_TEXT, _SELECT_ADAPTERS, AdapterFilter, _fetch_adapters, as_utc, like_pattern
 from adapterhub.store.records import AdapterRecord
 
 __all__ = ["AdapterPage", "RepoRow", "MAX_PAGE", "decode_cursor", "encode_cursor", "list_page", "repo_page"]
 
-# Rows tested in name order before a free-text page asks the trigram index (see _text_page): a
+# Rows tested in name order before a free-text page asks the trigram index (see _text_rows): a
 # term in at least 1 row in 40 fills a 50-row page from the window (about 10 ms at 1M entries).
 TEXT_WINDOW = 2000
 # Below this many expected matches (the planner's estimate) the trigram index answers at once.
@@ -42,7 +42,8 @@ TEXT_DIRECT = 2000
 MAX_PAGE = 10_000  # rows per page at most: one page is one response, held in memory whole
 _VERSION = b"1:"
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{4,600}")
-_ALWAYS_TAGS = ("peft", "lora")  # every repo on this hub carries these (``list_models`` filter)
+_ALWAYS_TAGS = ("peft", "lora")
+_T = TypeVar("_T")  # every repo on this hub carries these (``list_models`` filter)
 
 
 def encode_cursor(name: str) -> str:
@@ -93,7 +94,7 @@ def list_page(reader: Reader, where: AdapterFilter, *, limit: int, cursor: str |
     """The ``limit`` adapters matching ``where`` that sort (by name) after ``cursor``.
 
     One SELECT of ``limit + 1`` rows (the extra row only tells whether another page follows);
-    free text on PostgreSQL takes the two-step path of ``_text_page``.
+    free text on PostgreSQL takes the two-step path of ``_text_rows``.
 
     Raises:
         InvalidParameterError: a bad cursor or limit.
@@ -101,7 +102,14 @@ def list_page(reader: Reader, where: AdapterFilter, *, limit: int, cursor: str |
     size = _page_size(limit)
     after = decode_cursor(cursor) if cursor is not None else None
     if reader.dialect == "postgresql" and where.query:
-        records = _text_page(reader, where, size, after)
+        clauses, params = where.exact_clauses()
+        params["query"] = like_pattern(where.query)
+        text = where.text_clause(reader.dialect)
+        assert text is not None
+        records = _text_rows(
+            reader, _SELECT_ADAPTERS, clauses, params, text, size, after,
+            lambda sql, values: _fetch_adapters(reader, sql, values),
+        )
     else:
         clause, params = where.where(reader.dialect)
         if after is not None:
@@ -113,55 +121,58 @@ def list_page(reader: Reader, where: AdapterFilter, *, limit: int, cursor: str |
     return AdapterPage(records[:size], encode_cursor(records[size - 1].name) if more else None)
 
 
-def _text_page(reader: Reader, where: AdapterFilter, size: int, after: str | None) -> list[AdapterRecord]:
-    """Up to ``size + 1`` free-text matches after ``after``, by name, on PostgreSQL.
+def _text_rows(
+    reader: Reader,
+    select: str,
+    clauses: list[str],
+    params: dict[str, Any],
+    text: str,
+    size: int,
+    after: str | None,
+    fetch: Callable[[str, dict[str, Any]], list[_T]],
+) -> list[_T]:
+    """Up to ``size + 1`` rows of ``select`` (over ``adapters a``) matching ``clauses`` and the
+    free-text condition ``text``, by name, after ``after``; PostgreSQL only.
 
-    Why two steps: the planner picks between walking the name index and testing each row (fast
-    when matches are common) and asking the trigram index for every match, then sorting (fast
-    when they are rare). It assumes matches are spread evenly over the name order, and names are
-    not: ``acme/`` matches 5% of a catalog, all of it in one stretch of names, so a walk from
-    ``a`` reads half a million rows first (3 s measured at 1M entries). Here, when the planner
-    expects few matches (``TEXT_DIRECT``), the trigram index answers at once; otherwise the first
-    ``TEXT_WINDOW`` rows in order are tested directly (a few ms), and only if they hold less than
-    a page does the rest come from the trigram index. The name-index walk is switched off for that
-    one statement, so its cost is bounded by the number of matches, never by their position. A
-    wrong estimate costs time, never rows: every path returns the same matches in the same order.
+    Why not one statement: the planner picks between walking the name index and testing each row
+    (fast when matches are common) and asking the trigram index for every match, then sorting
+    (fast when they are rare). It assumes matches are spread evenly over the name order, and
+    names are not: ``acme/`` matches 5% of a catalog, all of it in one stretch of names, so a walk
+    from ``a`` reads half a million rows first (3 s measured at 1M entries). Here, when the
+    planner expects few matches (``TEXT_DIRECT``), the trigram index answers at once; otherwise
+    the first ``TEXT_WINDOW`` rows in order are tested directly (a few ms), and only if they hold
+    less than a page does the rest come from the trigram index. The name-index walk is switched
+    off for that one statement, so its cost is bounded by the number of matches, never by their
+    position. A wrong estimate costs time, never rows: every path returns the same rows in order.
     """
-    clauses, params = where.exact_clauses()
-    text = where.text_clause(reader.dialect)
-    assert text is not None
-    params["query"] = like_pattern(where.query or "")
+    clauses = list(clauses)
     if after is not None:
         clauses.append("a.name > :after")
         params["after"] = after
     base = " WHERE " + " AND ".join(clauses) if clauses else ""
     hits: list[str] = []
     if _estimated_rows(reader, f"SELECT 1 FROM adapters a{_and(base, text)}", params) <= TEXT_DIRECT:
-        clauses_after = [*clauses, text]  # few matches expected: straight to the index
+        rest = [*clauses, text]  # few matches expected: straight to the index
     else:
         params["window"] = TEXT_WINDOW
         window = reader.rows(f"SELECT a.name, {text} FROM adapters a{base} ORDER BY a.name LIMIT :window", params)
         hits = [r[0] for r in window if r[1]]
         if len(hits) > size or len(window) < TEXT_WINDOW:  # a full page, or the end of the listing
-            return _named(reader, hits[: size + 1])
-        clauses_after = [*clauses, text, "a.name > :window_end"]
+            return _named(select, hits[: size + 1], fetch)
+        rest = [*clauses, text, "a.name > :window_end"]
         params["window_end"] = window[-1][0]
     params["limit"] = size + 1 - len(hits)
     previous = reader.rows("SELECT current_setting('enable_indexscan'), set_config('enable_indexscan', 'off', true)")
     try:
-        tail = _fetch_adapters(
-            reader, f"{_SELECT_ADAPTERS} WHERE {' AND '.join(clauses_after)} ORDER BY a.name LIMIT :limit", params
-        )
+        tail = fetch(f"{select} WHERE {' AND '.join(rest)} ORDER BY a.name LIMIT :limit", params)
     finally:
         reader.rows("SELECT set_config('enable_indexscan', :value, true)", {"value": previous[0][0]})
-    return _named(reader, hits) + tail
+    return _named(select, hits, fetch) + tail
 
 
-def _named(reader: Reader, names: list[str]) -> list[AdapterRecord]:
-    """The records of ``names`` (a page's worth), by name."""
-    if not names:
-        return []
-    return _fetch_adapters(reader, f"{_SELECT_ADAPTERS} WHERE a.name = ANY(:names) ORDER BY a.name", {"names": names})
+def _named(select: str, names: list[str], fetch: Callable[[str, dict[str, Any]], list[_T]]) -> list[_T]:
+    """The rows of ``names`` (a page's worth), by name."""
+    return fetch(f"{select} WHERE a.name = ANY(:names) ORDER BY a.name", {"names": names}) if names else []
 
 
 def _estimated_rows(reader: Reader, sql: str, params: dict[str, Any]) -> float:
@@ -227,11 +238,9 @@ def repo_page(
     """
     size = _page_size(limit)
     dialect = reader.dialect
-    params: dict[str, Any] = {"limit": size + 1}
+    params: dict[str, Any] = {}
     after = decode_cursor(cursor) if cursor is not None else None
-    conditions = _repo_conditions(dialect, "a.name", search, author, params)
-    if search and dialect == "postgresql":  # the trigram index's necessary condition (migration 0006)
-        conditions.append("adapterhub_search_text(a.name, a.task, a.description, a.tags) ILIKE :search ESCAPE '\\'")
+    conditions = _repo_conditions(dialect, "a.name", None, author, params)
     for i, tag in enumerate(t for t in dict.fromkeys(tags) if t not in _ALWAYS_TAGS):
         params[f"tag{i}"] = tag
         tagged = f"a.id IN (SELECT adapter_id FROM adapter_tags WHERE tag = :tag{i})"
@@ -239,19 +248,30 @@ def repo_page(
             params[f"base{i}"] = tag[len("base_model:") :]
             tagged = f"(a.base_model = :base{i} OR {tagged})"
         conditions.append(tagged)
-    if after is not None:
-        conditions.append("a.name > :after")
-        params["after"] = after
-    where = " WHERE " + " AND ".join(conditions) if conditions else ""
-    rows = reader.rows(
+    select = (
         "SELECT a.name, h.private, a.revision, a.created, a.base_model, CAST(a.tags AS TEXT)"
-        f" FROM adapters a LEFT JOIN hub_repos h ON h.name = a.name{where} ORDER BY a.name LIMIT :limit",
-        params,
+        " FROM adapters a LEFT JOIN hub_repos h ON h.name = a.name"
     )
-    found = [
-        RepoRow(r[0], bool(r[1]), r[2], as_utc(r[3]), r[4], (*_ALWAYS_TAGS, *json.loads(r[5]), *_base_tag(r[4])))
-        for r in rows
-    ]
+
+    def fetch(sql: str, values: dict[str, Any]) -> list[RepoRow]:
+        return [
+            RepoRow(r[0], bool(r[1]), r[2], as_utc(r[3]), r[4], (*_ALWAYS_TAGS, *json.loads(r[5]), *_base_tag(r[4])))
+            for r in reader.rows(sql, values)
+        ]
+
+    if search and dialect == "postgresql":
+        params["search"] = like_pattern(search)
+        # the name test, and the trigram index's necessary condition (migration 0006)
+        text = f"a.name ILIKE :search ESCAPE '\\' AND {SEARCH_TEXT} ILIKE :search ESCAPE '\\'"
+        found = _text_rows(reader, select, conditions, params, text, size, after, fetch)
+    else:
+        conditions += _repo_conditions(dialect, "a.name", search, None, params)
+        if after is not None:
+            conditions.append("a.name > :after")
+            params["after"] = after
+        params["limit"] = size + 1
+        where = " WHERE " + " AND ".join(conditions) if conditions else ""
+        found = fetch(f"{select}{where} ORDER BY a.name LIMIT :limit", params)
     if all(t in _ALWAYS_TAGS for t in tags):  # empty repos carry only peft and lora
         upto = found[size - 1].name if len(found) > size else None
         found.extend(_empty_repos(reader, search, author, after, upto, size))

@@ -113,6 +113,14 @@ def test_text_pages_past_a_window_without_matches(
     for limit in (1, 3, 4, 9, 50):
         assert _walk(catalog, AdapterFilter(query="NEEDLE"), limit) == expected
     assert _walk(catalog, AdapterFilter(query="needle", tag="lora"), 2) == expected
+    seen, cursor = [], None  # the hub listing's search takes the same path
+    while True:
+        with catalog.reading() as reader:
+            rows, cursor = repo_page(reader, search="NEEDLE", limit=2, cursor=cursor)
+        seen += [r.name for r in rows]
+        if cursor is None:
+            break
+    assert seen == [f"zzz/needle{i:02d}" for i in range(7)]  # the id only, not the description
 
 
 def test_concurrent_inserts_never_repeat_or_skip_existing_rows(catalog: Catalog, make_record: MakeRecord) -> None:
