@@ -4,7 +4,8 @@ Two faces over one ``AdapterHub`` facade:
 - the hub routes that ``huggingface_hub`` and PEFT call (``HF_ENDPOINT=http://host:port``), in
   ``hub_routes``;
 - a small REST API under ``/v1`` (list, search, show, lineage, merge on demand), in ``rest``;
-  OpenAPI docs at ``/docs``.
+  OpenAPI docs at ``/docs``;
+- web pages for people at ``/`` and ``/ui/...`` (catalog, adapter, compare, compose), in ``web``.
 
 Every expected error is an ``AdapterHubError``; one handler turns it into a JSON body
 ``{"error": message, "type": class}`` with the status and hub headers from the one table in
@@ -38,6 +39,7 @@ from adapterhub.server import (
     lfs,
     rest,
     transfer_routes,
+    web,
     xet,
 )
 from adapterhub.server.bodylimit import MAX_BODY_BYTES, BodyLimitMiddleware
@@ -203,6 +205,7 @@ def create_app(
     app.include_router(lfs.router)
     app.include_router(xet.router)
     app.include_router(hub_listing.router)
+    app.include_router(web.router)  # the web pages: ``/`` and ``/ui/...`` (static files at ``/ui/static``)
     return app
 
 
