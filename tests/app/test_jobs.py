@@ -1,12 +1,14 @@
 """Jobs on the local backend: submit, list, show, cancel; a merge batch; failures; stale workers; CAS.
 
 Every job here runs on the in-process thread pool (no Ray); ``tests/app/test_jobs_ray.py`` runs the
-same jobs on a real local Ray cluster. A file SQLite catalog under ``tmp_path``.
+same jobs on a real local Ray cluster. A file SQLite catalog under ``tmp_path``, and PostgreSQL
+when ``ADAPTERHUB_TEST_POSTGRES_URL`` is set.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -16,18 +18,28 @@ from adapterhub.app import AdapterHub
 from adapterhub.app.jobs import JobNotFoundError
 from adapterhub.errors import AdapterExistsError, AdapterNotFoundError, InvalidParameterError, TooManyRequestsError
 from adapterhub.store import jobs as rows
-from tests.helpers import random_adapter
+from tests.helpers import postgres_database, random_adapter
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 NAMES = ("acme/a", "acme/b", "acme/c")
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
+    """The default SQLite file, or a fresh PostgreSQL database (``ADAPTERHUB_TEST_POSTGRES_URL``)."""
+    if request.param == "sqlite":
+        yield None
+    else:
+        with postgres_database(request.getfixturevalue("postgres_admin")) as url:
+            yield url
+
+
 @pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str | None):
     monkeypatch.setenv("ADAPTERHUB_JOB_HEARTBEAT_S", "0.1")
     monkeypatch.delenv("ADAPTERHUB_RAY_ADDRESS", raising=False)
-    with AdapterHub(tmp_path / "home") as h:
+    with AdapterHub(tmp_path / "home", database_url) as h:
         for seed, name in enumerate(NAMES):
             h.add_adapter(random_adapter(seed), name)
         yield h

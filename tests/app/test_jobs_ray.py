@@ -4,7 +4,7 @@ The cluster is started with ``ray start --block`` in process groups of their own
 stops exactly these processes, never another Ray on the machine) and a short temp dir (Ray's
 socket paths have a length limit). The hub submits through ``ADAPTERHUB_RAY_ADDRESS``; the worker
 builds its own hub from the settings that the task's ``runtime_env`` carries and writes through
-the same SQLite catalog file.
+the same catalog: a SQLite file, or PostgreSQL when ``ADAPTERHUB_TEST_POSTGRES_URL`` is set.
 
 Checked: a merge batch and a small quality grid run on the worker; killing the worker process
 in the middle of a batch makes Ray retry the task, the retry takes the job over once the dead
@@ -30,7 +30,7 @@ import pytest
 pytest.importorskip("ray")
 
 from adapterhub.app import AdapterHub  # noqa: E402
-from tests.helpers import random_adapter  # noqa: E402
+from tests.helpers import PG_ENV, postgres_database, random_adapter  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -118,11 +118,22 @@ def cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def hub(cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AdapterHub]:
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """PostgreSQL when ``ADAPTERHUB_TEST_POSTGRES_URL`` is set (a fresh database), else the home's SQLite file."""
+    if not os.environ.get(PG_ENV):
+        yield None
+        return
+    with postgres_database(request.getfixturevalue("postgres_admin")) as url:
+        yield url
+
+
+@pytest.fixture
+def hub(cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        database_url: str | None) -> Iterator[AdapterHub]:
     monkeypatch.setenv("ADAPTERHUB_RAY_ADDRESS", cluster.address)
     monkeypatch.setenv("ADAPTERHUB_JOB_HEARTBEAT_S", str(HEARTBEAT_S))
     monkeypatch.delenv("ADAPTERHUB_DATABASE_URL", raising=False)
-    with AdapterHub(tmp_path / "home") as h:
+    with AdapterHub(tmp_path / "home", database_url) as h:
         for seed, name in enumerate(NAMES):
             h.add_adapter(random_adapter(seed, rank=16, layers=24, d=1024), name)
         yield h
