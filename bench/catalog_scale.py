@@ -267,7 +267,7 @@ def run_catalog_bench(url: str, sizes: tuple[int, ...] = (10_000, 100_000, 1_000
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True, help="PostgreSQL admin URL (postgresql+psycopg://user@host:port/postgres)")
+    parser.add_argument("--url", required=True, help="admin URL: postgresql+psycopg://user@host:port/postgres")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()

@@ -91,7 +91,7 @@ def list_(
         None, "--search", "-s", metavar="TEXT", help="Free text in name, task, tags, description."
     ),
     limit: Optional[int] = typer.Option(
-        None, "--limit", min=1, metavar="INTEGER", help="One page of at most this many rows (default with --cursor: 50)."
+        None, "--limit", min=1, metavar="INTEGER", help="One page of at most this many rows (--cursor alone: 50)."
     ),
     cursor: Optional[str] = typer.Option(
         None, "--cursor", metavar="TEXT", help="Continue after the previous page (its next_cursor)."
@@ -100,9 +100,10 @@ def list_(
 ) -> None:
     """List catalog entries.
 
-    All of them, or one page at a time: with --limit or --cursor the listing is paged: --json prints {"items": [...], "next_cursor":
-    ...} (null on the last page), a table is followed by the command for the next page. Pages
-    cost the same however deep they are, so this is the way through a large catalog.
+    All of them, or one page at a time: with --limit or --cursor the listing is
+    paged: --json prints {"items": [...], "next_cursor": ...} (null on the last
+    page), a table is followed by the option for the next page. Pages cost the
+    same however deep they are, so this is the way through a large catalog.
 
     \b
     Example:

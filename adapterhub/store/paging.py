@@ -274,12 +274,20 @@ def repo_page(
         found = fetch(f"{select}{where} ORDER BY a.name LIMIT :limit", params)
     if all(t in _ALWAYS_TAGS for t in tags):  # empty repos carry only peft and lora
         upto = found[size - 1].name if len(found) > size else None
-        found.extend(_empty_repos(reader, search, author, after, upto, size))
-        # Merged in Python: code point order, which is the database's order on SQLite and on a
-        # PostgreSQL database with the C collation (adapterhub's default; see docs/scale.md).
-        found.sort(key=lambda row: row.name)
+        empty = _empty_repos(reader, search, author, after, upto, size)
+        if empty:  # rare: merge in the database's own order, which the cursor comparison uses
+            found = _in_database_order(reader, [*found, *empty])
     more = len(found) > size
     return found[:size], encode_cursor(found[size - 1].name) if more else None
+
+
+def _in_database_order(reader: Reader, rows: list[RepoRow]) -> list[RepoRow]:
+    """``rows`` sorted as ``ORDER BY name`` sorts them here (the collation decides, not Python)."""
+    if reader.dialect != "postgresql":  # SQLite's BINARY order is code point order
+        return sorted(rows, key=lambda row: row.name)
+    by_name = {row.name: row for row in rows}
+    ordered = reader.rows("SELECT n FROM unnest(CAST(:names AS text[])) AS n ORDER BY n", {"names": list(by_name)})
+    return [by_name[r[0]] for r in ordered]
 
 
 def _base_tag(base_model: str | None) -> tuple[str, ...]:

@@ -99,7 +99,8 @@ def test_hf_list_models_follows_cursor_pages(live, paged, monkeypatch) -> None: 
     assert [m.id for m in api.list_models(author="pages")] == expected
     assert len(cursors) == 4 and cursors[0] is None and all(cursors[1:])  # 26 repos, pages of 7
     assert [m.id for m in api.list_models(author="pages", limit=9)] == expected[:9]
-    assert [m.id for m in api.list_models(author="pages", filter="t2")] == [n for i, n in enumerate(paged) if i % 3 == 2]
+    t2 = [n for i, n in enumerate(paged) if i % 3 == 2]
+    assert [m.id for m in api.list_models(author="pages", filter="t2")] == t2
     assert [m.id for m in api.list_models(search="A1", author="pages")] == [f"pages/a{i}" for i in range(10, 20)]
     anonymous = HfApi(endpoint=live.url, token=False)
     assert [m.id for m in anonymous.list_models(author="pages")] == [n for n in expected if n != "pages/a07"]

@@ -212,7 +212,8 @@ def pg_catalog(catalog: Catalog) -> Catalog:
 
 def test_postgres_migration_creates_the_search_indices(pg_catalog: Catalog) -> None:
     with pg_catalog.engine.connect() as conn:
-        indexes = dict(conn.execute(text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'adapters'")).all())
+        sql = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'adapters'"
+        indexes = dict(conn.execute(text(sql)).all())
     assert {"ix_adapters_task_name", "ix_adapters_base_model_name", "ix_adapters_search_trgm"} <= set(indexes)
     assert "gin_trgm_ops" in indexes["ix_adapters_search_trgm"] and "USING gin" in indexes["ix_adapters_search_trgm"]
 
@@ -241,7 +242,8 @@ def test_postgres_searches_use_indices(pg_catalog: Catalog, make_record: MakeRec
     pg_catalog.bulk_add(records)
     with pg_catalog.engine.begin() as conn:
         conn.execute(text("ANALYZE"))
-    for where in (AdapterFilter(query="rare-needle"), AdapterFilter(task="task-3"), AdapterFilter(base_model="base/m7")):
+    searches = (AdapterFilter(query="rare-needle"), AdapterFilter(task="task-3"), AdapterFilter(base_model="base/m7"))
+    for where in searches:
         plan = _plan(pg_catalog, where)
         assert "Seq Scan on adapters" not in plan, plan
         assert "Index" in plan, plan
