@@ -56,12 +56,16 @@ class JobNotFoundError(AdapterNotFoundError):
         AdapterHubError.__init__(self, f"no job '{job_id[:64]}'; `adapterhub jobs list` shows the jobs there are")
 
 
-def _heartbeat_seconds() -> float:
-    value = (os.environ.get("ADAPTERHUB_JOB_HEARTBEAT_S") or "").strip()
+def _env_seconds(name: str, default: float, minimum: float) -> float:
+    value = (os.environ.get(name) or "").strip()
     try:
-        return max(0.05, float(value)) if value else 5.0
+        return max(minimum, float(value)) if value else default
     except ValueError:
-        return 5.0
+        return default
+
+
+RETENTION_DAYS = 30.0
+"""Finished jobs are deleted this many days after they end (``ADAPTERHUB_JOB_RETENTION_DAYS``)."""
 
 
 def error_of(exc: BaseException) -> dict[str, Any]:
@@ -139,8 +143,11 @@ class Jobs:
 
     def __init__(self, hub: AdapterHub) -> None:
         self.hub = hub
-        self.heartbeat_s = _heartbeat_seconds()
+        self.heartbeat_s = _env_seconds("ADAPTERHUB_JOB_HEARTBEAT_S", 5.0, 0.05)
         self.stale_s = 4 * self.heartbeat_s
+        self.retention_s = 86400 * _env_seconds("ADAPTERHUB_JOB_RETENTION_DAYS", RETENTION_DAYS, 0.0)
+        self._janitor: threading.Thread | None = None
+        self._janitor_stop = threading.Event()
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self._backend: Any = None
         self._backend_lock = threading.Lock()
@@ -162,7 +169,8 @@ class Jobs:
         self._backend = value
 
     def shutdown(self) -> None:
-        """Stop the backend (running local jobs finish; queued ones stay queued in the catalog)."""
+        """Stop the janitor and the backend (running local jobs finish; queued ones stay queued in the catalog)."""
+        self._janitor_stop.set()
         if self._backend is not None:
             self._backend.shutdown()
             self._backend = None
@@ -263,14 +271,35 @@ class Jobs:
                 self.backend.submit(job_id)
         return requeued, failed
 
-    def resume(self) -> int:
+    def resume(self, *, janitor: bool = True) -> int:
         """Sweep, then hand every queued job to this hub's backend (a server starting: jobs that
-        were queued when the last one stopped, or queued without dispatch). Returns how many."""
+        were queued when the last one stopped, or queued without dispatch). Returns how many.
+
+        ``janitor``: also start a thread that, every ``stale_s``, requeues the jobs whose worker
+        died and runs them here, and once an hour deletes jobs finished ``retention_s`` ago
+        (until ``shutdown``). A server does; several servers may: the rows decide who runs what.
+        """
         self.sweep()
         queued = rows.list_jobs(self.hub.catalog, status="queued", limit=None)
         for job in reversed(queued):  # oldest first
             self.backend.submit(job.id)
+        if janitor and self._janitor is None:
+            self._janitor_stop.clear()
+            self._janitor = threading.Thread(target=self._tend, name="adapterhub-job-janitor", daemon=True)
+            self._janitor.start()
         return len(queued)
+
+    def _tend(self) -> None:
+        last_prune = 0.0
+        while not self._janitor_stop.wait(max(1.0, self.stale_s)):
+            try:
+                self.sweep(dispatch=True)
+                if time.monotonic() - last_prune > 3600:
+                    rows.prune_jobs(self.hub.catalog, self.retention_s)
+                    last_prune = time.monotonic()
+            except Exception:  # noqa: BLE001 - the next round tries again
+                log.warning("job janitor: a round failed", exc_info=True)
+        self._janitor = None
 
     # ---------------------------------------------------------------- running one job
     def run(self, job_id: str, *, takeover: bool = False) -> JobRecord:

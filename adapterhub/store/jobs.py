@@ -38,6 +38,7 @@ __all__ = [
     "heartbeat_job",
     "insert_job",
     "list_jobs",
+    "prune_jobs",
     "sweep_stale",
 ]
 
@@ -240,3 +241,15 @@ def sweep_stale(catalog: Catalog, stale_seconds: float) -> tuple[list[str], list
         elif _update(catalog, job.id, where, {"status": "queued", "worker": None}):
             requeued.append(job.id)
     return requeued, failed
+
+
+def prune_jobs(catalog: Catalog, older_than_seconds: float) -> int:
+    """Delete jobs that ended more than ``older_than_seconds`` ago; returns how many."""
+    from sqlalchemy import delete
+
+    from adapterhub.store.orm_jobs import Job
+
+    cutoff = _now() - timedelta(seconds=older_than_seconds)
+    with catalog.transaction() as tx:
+        result = tx.session.execute(delete(Job).where(Job.status.in_(FINISHED), Job.finished < cutoff))
+        return int(result.rowcount or 0)

@@ -267,3 +267,12 @@ def test_importing_the_facade_imports_neither_ray_nor_torch():
     code = "import sys, adapterhub.app; print(sorted({'ray', 'torch', 'pydantic'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_finished_jobs_are_pruned_after_the_retention(hub):
+    done = hub.jobs.wait(hub.jobs.submit("merge_batch", batch({"names": ["acme/a", "acme/b"]})).id, timeout=60)
+    queued = hub.jobs.submit("merge_batch", batch({"names": ["acme/a", "acme/c"]}), dispatch=False)
+    assert done.status == "succeeded"
+    assert rows.prune_jobs(hub.catalog, 3600) == 0
+    assert rows.prune_jobs(hub.catalog, 0) == 1  # the finished one; a queued job is never pruned
+    assert [j.id for j in hub.jobs.list()] == [queued.id]

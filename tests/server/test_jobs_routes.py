@@ -177,3 +177,20 @@ def test_a_server_starting_runs_the_jobs_left_queued(hub, acme):
             time.sleep(0.05)
         assert client.get("/v1/health").status_code == 200
     assert hub.get("acme/left").name == "acme/left"
+
+
+def test_a_running_server_reruns_a_job_whose_worker_died(hub):
+    from adapterhub.server import create_app
+    from adapterhub.store import jobs as rows
+
+    job = hub.jobs.submit("merge_batch", {"merges": [{"names": ["acme/a", "acme/b"], "name": "acme/orphan"}]},
+                          dispatch=False)
+    assert rows.claim_job(hub.catalog, hub.jobs.show(job.id), "dead-host:1")  # then its worker died
+    with TestClient(create_app(hub)):  # nobody lists jobs: the server's janitor finds it
+        deadline = time.monotonic() + 60
+        while hub.jobs.show(job.id).status != "succeeded":
+            assert time.monotonic() < deadline, hub.jobs.show(job.id)
+            time.sleep(0.05)
+    done = hub.jobs.show(job.id)
+    assert done.attempts == 2 and done.worker != "dead-host:1"
+    assert hub.get("acme/orphan").name == "acme/orphan"
