@@ -212,9 +212,12 @@ def _stored_merge(hub: AdapterHub, spec: MergeSpecParams) -> str | None:
     """The entry an earlier attempt stored for ``spec``, if any."""
     if spec.name is not None:
         return spec.name if hub.catalog.exists(spec.name) and _same_merge(hub, spec.name, spec) else None
+    # a derived name: only this job's namespace counts (another owner's equal merge is not ours)
+    prefix = f"{spec.namespace}/" if spec.method == "auto" else f"{spec.namespace}/{spec.method}-"
     for child in hub.catalog.descendants(spec.names[0]):
-        if child.child_name and _same_merge(hub, child.child_name, spec):
-            return child.child_name
+        name = child.child_name
+        if name and name.startswith(prefix) and _same_merge(hub, name, spec):
+            return name
     return None
 
 
@@ -262,10 +265,10 @@ def run_merge_batch(hub: AdapterHub, params: MergeBatchParams, progress: Progres
                     name=spec.name, namespace=spec.namespace, seed=spec.seed, force=spec.force, task=spec.task,
                     tags=spec.tags, description=spec.description, progress=on_module)
                 record, method = outcome.record, outcome.method
-            except AdapterExistsError as e:  # a concurrent attempt stored it first
+            except AdapterExistsError:  # a concurrent attempt stored it first
                 existing = _stored_merge(hub, spec)
                 if existing is None:
-                    raise InvalidParameterError(f"merge {i + 1} of the batch: {e}") from None
+                    raise
         if existing is not None:
             record = hub.catalog.get(existing)
             method = (hub.catalog.lineage(existing)[0].operation or "merge:").removeprefix("merge:")

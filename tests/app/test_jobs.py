@@ -276,3 +276,12 @@ def test_finished_jobs_are_pruned_after_the_retention(hub):
     assert rows.prune_jobs(hub.catalog, 3600) == 0
     assert rows.prune_jobs(hub.catalog, 0) == 1  # the finished one; a queued job is never pruned
     assert [j.id for j in hub.jobs.list()] == [queued.id]
+
+
+def test_an_equal_merge_in_another_namespace_is_not_taken_for_this_jobs_result(hub):
+    theirs = hub.merge(["acme/a", "acme/b"], namespace="bob").record.name
+    job = hub.jobs.submit("merge_batch", batch({"names": ["acme/a", "acme/b"]}))
+    done = hub.jobs.wait(job.id, timeout=60)
+    assert done.status == "succeeded", done.error
+    (merge,) = done.result["merges"]
+    assert merge["existing"] is False and merge["name"].startswith("merged/lego-") and merge["name"] != theirs
