@@ -125,7 +125,10 @@ class _Attempt:
             self.progress[stage] = entry
             due = time.monotonic() - self._last_write >= min(0.5, self.interval)
         if due or done == total:
-            self._write()
+            try:
+                self._write()
+            except Exception:  # noqa: BLE001 - a database hiccup must not fail the work; the heartbeat retries
+                log.warning("job %s: progress write failed", self.job_id, exc_info=True)
             if self.lost.is_set():
                 raise OperationCancelledError("the job was cancelled (or another worker took it over); stopped")
 
