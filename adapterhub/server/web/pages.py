@@ -128,14 +128,20 @@ def catalog(request: Request) -> HTMLResponse:
     )
 
 
-def _read_card(snapshot: Any) -> str | None:
+def _read_card(snapshot: Any, hidden: set[str]) -> str | None:
+    """The README of the revision; a card the hub generated (not uploaded) names the parents, so
+    those the reader may not see are replaced by "(hidden)", as ``redact_show`` does."""
     readme = snapshot.files.get("README.md") if snapshot is not None else None
     if readme is None or readme.size > MAX_CARD_CHARS * 4:
         return None
     try:
-        return readme.read_small().decode("utf-8", errors="replace")
+        text = readme.read_small().decode("utf-8", errors="replace")
     except (OSError, AdapterHubError):
         return None
+    if readme.content is not None:  # generated from the catalog entry
+        for name in sorted(hidden, key=len, reverse=True):
+            text = text.replace(name, "(hidden)")
+    return text
 
 
 @router.get("/ui/adapters/{namespace}/{name}")
@@ -151,7 +157,7 @@ def adapter_page(namespace: str, name: str, request: Request) -> HTMLResponse:
         snapshot = hub.hub_snapshot(adapter_id)
     except AdapterHubError:
         snapshot = None
-    card = _read_card(snapshot)
+    card = _read_card(snapshot, _hidden_names(hub, token))
     files = ([{"path": f.path, "size": f.size, "sha256": f.sha256} for f in snapshot.files.values()]
              if snapshot is not None else [{"path": "adapter_model.safetensors", "size": shown["size"],
                                             "sha256": shown["digest"]}])
