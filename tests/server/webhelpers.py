@@ -68,3 +68,34 @@ def make_web_catalog(hub: Any, tmp: Path) -> dict[str, str]:
     owner = hub.create_token(name="secret-owner", owner="secret")["token"]
     admin = hub.create_token(name="admin", admin=True)["token"]
     return {"owner": owner, "admin": admin}
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--no-first-run", "--window-size=1280,900")
+
+
+def import_shipped(hub: Any) -> list[str]:
+    """The task adapters of ``examples/``, imported as ``adapterhub demo`` imports them
+    (``library/<task>``, with the metrics recorded when each was trained)."""
+    from adapterhub.app.demo import _import_library
+    from adapterhub.eval.library import META_NAME, find_library
+
+    folder = find_library(None)
+    tasks = sorted(p.parent.name for p in folder.glob(f"*/{META_NAME}"))
+    return _import_library(hub, folder, tasks, lambda _msg: None)
+
+
+def chromium_driver(profile: Path) -> Any:
+    """Headless Debian Chromium through its own chromedriver (Selenium Manager downloads nothing
+    when both paths are given), with a fresh profile in ``profile``."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
