@@ -21,6 +21,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from adapterhub.errors import InvalidParameterError
+
 if TYPE_CHECKING:
     from adapterhub.app.hub import AdapterHub
 
@@ -101,13 +103,23 @@ class RayBackend:
     name = "ray"
 
     def __init__(self, hub: AdapterHub, address: str, *, max_retries: int = RAY_MAX_RETRIES) -> None:
-        import ray
+        try:
+            import ray
+        except ImportError:
+            raise InvalidParameterError(
+                f"ADAPTERHUB_RAY_ADDRESS is set ({address}) but Ray is not installed: "
+                "pip install 'adapterhub[jobs]', or unset it to run jobs in this process") from None
 
         self.hub, self.address, self.max_retries = hub, address, max_retries
         self.env = worker_env(hub)
         if not ray.is_initialized():
-            ray.init(address=address, runtime_env={"env_vars": self.env}, log_to_driver=False,
-                     configure_logging=False)
+            try:
+                ray.init(address=address, runtime_env={"env_vars": self.env}, log_to_driver=False,
+                         configure_logging=False)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise InvalidParameterError(
+                    f"cannot reach the Ray cluster at ADAPTERHUB_RAY_ADDRESS={address} ({type(e).__name__}); "
+                    "start it (`ray start --head`) or fix the address") from None
         self._remote = ray.remote(num_cpus=1)(run_in_worker)
         self.refs: dict[Any, str] = {}  # task result -> job id, until the task ends
         self._lock = threading.Lock()

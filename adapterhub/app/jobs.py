@@ -228,7 +228,11 @@ class Jobs:
             raise TooManyRequestsError(f"the server has {max_pending} jobs pending; try again later")
         job = rows.insert_job(self.hub.catalog, spec.name, owner, stored, max_attempts=max(1, max_attempts))
         if dispatch:
-            self.backend.submit(job.id)
+            try:
+                self.backend.submit(job.id)
+            except Exception as e:  # the backend is unusable: the job ends now, saying why
+                rows.fail_job(self.hub.catalog, job, error_of(e))
+                raise
         return job
 
     def list(self, *, owner: str | None = None, status: str | None = None, kind: str | None = None,

@@ -285,3 +285,35 @@ def test_an_equal_merge_in_another_namespace_is_not_taken_for_this_jobs_result(h
     assert done.status == "succeeded", done.error
     (merge,) = done.result["merges"]
     assert merge["existing"] is False and merge["name"].startswith("merged/lego-") and merge["name"] != theirs
+
+
+def test_an_unreachable_ray_cluster_is_a_clear_error_and_the_job_ends_failed(hub, monkeypatch):
+    pytest.importorskip("ray")
+    import ray
+
+    from adapterhub.app.job_backends import RayBackend
+
+    if ray.is_initialized():
+        pytest.skip("a Ray driver is already connected in this process")
+
+    def refused(**kwargs):
+        raise ConnectionError("refused")
+
+    monkeypatch.setattr(ray, "init", refused)
+    with pytest.raises(InvalidParameterError, match="cannot reach the Ray cluster at ADAPTERHUB_RAY_ADDRESS=127"):
+        RayBackend(hub, "127.0.0.1:1")
+
+    class Unusable:
+        name = "unusable"
+
+        def submit(self, job_id):
+            RayBackend(hub, "127.0.0.1:1")
+
+        def shutdown(self):
+            pass
+
+    hub.jobs.backend = Unusable()
+    with pytest.raises(InvalidParameterError, match="cannot reach the Ray cluster"):
+        hub.jobs.submit("merge_batch", batch({"names": ["acme/a", "acme/b"]}))
+    (job,) = hub.jobs.list()
+    assert job.status == "failed" and "cannot reach the Ray cluster" in job.error["message"]
