@@ -117,6 +117,9 @@ def test_compare_puts_adapters_side_by_side(client: TestClient) -> None:
     assert html.count('class="rank"') == 2
     assert "0.900" in html and "0.700" in html and "(base 0.500)" in html
     assert "Choose two or more" in client.get("/ui/compare?a=web/sql").text
+    with_lineage = client.get("/ui/compare?a=web/child&a=web/heir")  # parents listed, a private one hidden
+    assert with_lineage.status_code == 200 and 'href="/ui/adapters/web/sql"' in with_lineage.text
+    assert "secret/plan" not in with_lineage.text and '<span class="tag">hidden</span>' in with_lineage.text
     assert client.get("/ui/compare?" + "&".join(f"a=web/x{i}" for i in range(9))).status_code == 422
 
 
