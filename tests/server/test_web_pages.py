@@ -224,6 +224,8 @@ def test_bad_merge_forms_are_4xx(served: tuple[Any, dict[str, str]]) -> None:
         assert 400 <= response.status_code < 500, (form, response.status_code, response.text[:300])
     assert client.post("/ui/route", data={"queries": "", "csrf": csrf}).status_code == 422
     assert client.post("/ui/route", data={"queries": "x", "router": "nope", "csrf": csrf}).status_code == 422
+    hidden = client.post("/ui/route", data={"queries": "x", "among": ["web/sql", "secret/plan"], "csrf": csrf})
+    assert hidden.status_code == 404 and "secret/plan" in hidden.text  # as a missing repo, the name it was given
 
 
 def test_the_merge_form_runs_a_job_and_lands_on_the_new_adapter(served: tuple[Any, dict[str, str]]) -> None:

@@ -93,8 +93,12 @@ def error_page(request: Request, exc: AdapterHubError) -> HTMLResponse:
     """The HTML answer to an expected error: the API's status, its message without server paths."""
     status = http_status(type(exc))
     scrub: Callable[[str], str] = getattr(request.app.state, "scrub_message", lambda m: m)
-    response = render(request, "error.html", status=status, message=scrub(str(exc)), status_code=status,
-                      kind=type(exc).__name__)
+    try:  # the header still says who is signed in
+        token = request.app.state.hub.check_token(request.cookies.get(TOKEN_COOKIE)) if request.cookies.get(TOKEN_COOKIE) else None
+    except AdapterHubError:
+        token = None
+    response = render(request, "error.html", status=status, token=token, message=scrub(str(exc)),
+                      status_code=status, kind=type(exc).__name__)
     if isinstance(exc, InvalidTokenError) and request.cookies.get(TOKEN_COOKIE):
         clear_token(response)  # a revoked token: sign the browser out rather than fail forever
     return response

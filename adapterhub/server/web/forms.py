@@ -152,8 +152,8 @@ async def merge(request: Request) -> RedirectResponse:
 
 @router.post("/ui/route")
 async def route(request: Request) -> HTMLResponse:
-    """Route the queries (one per line) over the adapters the caller may read; the compose page
-    again, with each query's adapters and weights."""
+    """Route the queries (one per line) over the chosen adapters (``among``; default: every one
+    the caller may read); the compose page again, with each query's adapters and weights."""
     form = await read_form(request)
     hub = hub_of(request)
     token = await run_in_threadpool(page_token, request, hub)
@@ -168,12 +168,20 @@ async def route(request: Request) -> HTMLResponse:
         raise InvalidParameterError(f"unknown router '{router_name}'; choose one of {', '.join(ROUTERS)}")
     top_k = _int_field(form, "top_k", 1, 64) or 3
 
+    chosen = list(dict.fromkeys(n.strip() for n in form.get("among", []) if n.strip()))
+
     def run() -> list[dict[str, Any]]:
-        among = [r.name for r in hub.readable(token, hub.list(), lambda r: r.name)]
+        if chosen:  # every chosen name must be readable (a hidden one answers as missing)
+            for name in chosen:
+                hub.authorize_read(token, name)
+            among = chosen
+        else:
+            among = [r.name for r in hub.readable(token, hub.list(), lambda r: r.name)]
         with request.app.state.merge_slots.hold(f"token:{token.id}" if token is not None else "anonymous"):
             return [d.to_dict() for d in hub.route(queries, router=router_name, top_k=top_k, among=among)]
 
     routes = await run_in_threadpool(run)
     context = await run_in_threadpool(compose_context, hub, token, request)
+    context["among"] = chosen
     return await run_in_threadpool(lambda: render(request, "compose.html", token=token, routes=routes,
                                                   query_text=text, **context))

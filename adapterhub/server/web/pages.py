@@ -198,7 +198,7 @@ def compare(request: Request) -> HTMLResponse:
 def compose_context(hub: Any, token: Any, request: Request) -> dict[str, Any]:
     """What the compose page shows around its two forms (also after a route form was answered)."""
     selected = [n for n in request.query_params.getlist("a") if n.strip()]
-    return {"choices": adapter_choices(hub, token), "selected": selected, "routers": ROUTERS,
+    return {"choices": adapter_choices(hub, token), "selected": selected, "routers": ROUTERS, "among": [],
             "methods": ["auto", *[m["name"] for m in hub.methods()]]}
 
 
