@@ -20,7 +20,7 @@ from adapterhub.errors import InvalidParameterError
 from adapterhub.store import AdapterRecord, reads
 from adapterhub.store.reads import _SELECT_ADAPTERS, AdapterFilter, _fetch_adapters
 
-__all__ = ["MAX_CHOICES", "Facets", "MetricPage", "facets", "metric_page"]
+__all__ = ["MAX_CHOICES", "MAX_OFFSET", "Facets", "MetricPage", "facets", "metric_page"]
 
 MAX_CHOICES = 200  # values per drop-down: a filter menu, not an index of the catalog
 MAX_OFFSET = 100_000  # deep offset pages cost a scan each; past this, narrow the filter

@@ -177,6 +177,17 @@ def test_forms_refuse_a_missing_or_wrong_csrf_token(served: tuple[Any, dict[str,
                        ).status_code == 422
 
 
+def test_sign_in_returns_to_the_page_it_came_from_on_this_site_only(served: tuple[Any, dict[str, str]]) -> None:
+    app, tokens = served
+    for wanted, landed in (("/ui/adapters/secret/plan", "/ui/adapters/secret/plan"), ("//evil.example/x", "/ui/"),
+                           ("https://evil.example/", "/ui/"), ("/\\evil.example", "/ui/")):
+        client = TestClient(app)
+        assert 'name="next" value="' in client.get("/ui/signin", params={"next": wanted}).text
+        response = client.post("/ui/signin", data={"token": tokens["owner"], "csrf": csrf_of(client), "next": wanted},
+                               follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"] == landed
+
+
 def test_sign_in_with_a_bad_token_and_merge_signed_out(served: tuple[Any, dict[str, str]]) -> None:
     app, _ = served
     client = TestClient(app)

@@ -109,7 +109,7 @@ async def signin(request: Request) -> Response:
         token = None
     if token is None:
         return await run_in_threadpool(lambda: render(
-            request, "signin.html", status=401, token=None,
+            request, "signin.html", status=401, token=None, next=_field(form, "next", max_len=1000) or "",
             error="That token is unknown or was revoked. Create one with `adapterhub token create` on the server."))
     response = RedirectResponse(_next_page(_field(form, "next", max_len=1000)), status_code=303)
     assert secret is not None

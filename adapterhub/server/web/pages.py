@@ -218,7 +218,7 @@ def signin_page(request: Request) -> HTMLResponse:
         token = hub.check_token(request.cookies.get(TOKEN_COOKIE))
     except AdapterHubError:
         token = None
-    return render(request, "signin.html", token=token, error=None)
+    return render(request, "signin.html", token=token, error=None, next=_param(request, "next", max_len=1000) or "")
 
 
 def job_view(request: Request, job: Any) -> dict[str, Any]:
