@@ -1,7 +1,8 @@
 """The web pages in a real browser: headless Debian Chromium driven by selenium against a server on
 loopback. The catalog lists the shipped adapters, search narrows it, an adapter page draws its
 lineage and metrics, the merge form makes an adapter that then appears in the list (``app.js``
-follows the job), a hostile README runs nothing, and signed out a private repo is nowhere.
+follows the job), the route form answers with adapters and weights, a hostile README runs nothing,
+and signed out a private repo is nowhere.
 
 Skipped where ``/usr/bin/chromium`` is missing, except under CI (``CI`` set), where that fails.
 """
@@ -184,3 +185,19 @@ def test_signed_out_a_private_repo_is_invisible(site: dict[str, Any], browser: A
     sign_in(site, site["tokens"]["owner"])
     browser.get(site["url"] + "/ui/")
     assert "secret/plan" in listed(browser)
+
+
+def test_the_route_form_answers_with_adapters_and_weights(site: dict[str, Any], browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(site["url"] + "/ui/compose")
+    browser.find_element(By.ID, "route-queries").send_keys("a small furry animal that hunts mice")
+    among = Select(browser.find_element(By.ID, "route-among"))
+    for name in site["shipped"]:  # the library adapters carry the example inputs the router needs
+        among.select_by_value(name)
+    browser.find_element(By.ID, "route-submit").click()
+    wait_for(lambda: browser.find_elements(By.ID, "routes") or browser.find_elements(By.ID, "error"), 300)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#routes tbody tr")
+    assert len(rows) == 1 and "library/" in rows[0].text, browser.page_source[:2000]
+    assert "library/wn-animal-class" in rows[0].text  # the animal task leads for an animal query
