@@ -18,7 +18,8 @@ home, whatever ``ADAPTERHUB_DATABASE_URL`` says), so the demo exercises what a u
    (``adapterhub.app.demo_shard``, on a scratch catalog beside the demo's);
 8. transfer: one library adapter moved to all-mpnet-base-v2 by Trans-LoRA (``adapterhub.app.demo_transfer``);
 9. serve: a stream of embedding requests for different adapters, mixtures and ``auto``, answered
-   in shared batches (``adapterhub.app.demo_serve``).
+   in shared batches (``adapterhub.app.demo_serve``);
+10. jobs: two merges submitted as one job, followed to the end (``adapterhub.app.demo_jobs``).
 
 Imported adapters are reused when the demo runs again on the same home; ``demo/*`` entries are
 remade, so a changed default shows up. ``quick=True`` uses three tasks and two methods.
@@ -32,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adapterhub.app.demo_jobs import jobs_section
 from adapterhub.app.demo_llm import generative_section
 from adapterhub.app.demo_serve import serve_section
 from adapterhub.app.demo_shard import MOS_STEPS, shard_section
@@ -261,6 +263,7 @@ def run_demo(
         transfer = (transfer_section(hub, "library/" + TRANSFER_TASK.replace("_", "-"), threads=threads, say=say)
                     if TRANSFER_TASK in tasks else {"skipped": f"{TRANSFER_TASK} is not in the library"})
         serve = serve_section(hub, names, [q for t in tasks for q in load_task(t).texts("test")[:32]], say=say)
+        jobs = jobs_section(hub, names, say=say)
         say(f"routed {routing['per_task']} unlabeled test queries of each task: top-1 accuracy "
             f"{routing['mean']['top1']:.3f}, hedged mixture {routing['mean']['hedged']:.3f}, own adapter "
             f"{routing['mean']['oracle']:.3f} (own adapter picked {routing['mean']['routed_to_own']:.0%})")
@@ -278,6 +281,7 @@ def run_demo(
         "shard": shard,
         "transfer": transfer,
         "serve": serve,
+        "jobs": jobs,
         "seconds": round(time.perf_counter() - started, 1),
     }
     out_dir = Path(out).expanduser().resolve() if out is not None else home_path / "report"
@@ -321,6 +325,10 @@ def write_demo(data: dict[str, Any], folder: Path) -> dict[str, Path]:
         "the full table with seeds, subsets and standard errors is docs/merge_quality.md."
     )
     footer = f"Catalog: `{data['home']}`; {data['seconds']:.0f} s in all."
+    jobs = data.get("jobs")
+    if jobs:
+        footer = (f"Jobs: {len(jobs['stored'])} merges ran as one job on the {jobs['backend']} backend, "
+                  f"{jobs['status']} in {jobs['seconds']} s (docs/jobs.md).\n\n" + footer)
     serve = data.get("serve")
     if serve:
         footer = (f"Serving: {serve['requests']} embedding requests over {serve['adapters']} adapters, 2 mixtures and "

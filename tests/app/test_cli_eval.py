@@ -166,6 +166,10 @@ def test_demo_quick_runs_end_to_end(cli, tmp_path: Path) -> None:
     assert moved["target"] == "transferred/wn-adj-kind-mpnet" and 0 < moved["zero_shot"] <= 1
     served = out["serve"]  # the serve section: requests for different adapters share batches
     assert served["batches"] < served["requests"] and served["max_diff_vs_alone"] < 1e-5
+    ran = out["jobs"]  # the jobs section: two merges as one job, on the local backend
+    assert ran["status"] == "succeeded" and ran["attempts"] == 1 and ran["backend"] == "local"
+    assert ran["stored"] == ["demo/job-lego-first3", "demo/job-lego-last3"]
+    assert all(len(parents) == 3 for parents in ran["parents"].values())
     from adapterhub.app import AdapterHub
 
     with AdapterHub(home, database_url=f"sqlite:///{home / 'catalog.db'}") as hub:
