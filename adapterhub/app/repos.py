@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from adapterhub.app.cards import card_description, card_metrics, read_card
 from adapterhub.app.core import HubCore
@@ -199,6 +200,16 @@ def _blob_path(core: HubCore, digest: str, *, fetch: bool = True) -> Path:
         return core.blobs.path(digest)
 
 
+def _nameable_parents(core: HubCore, repo_id: str, private: bool, lineage: Sequence[Any]) -> list[Any]:
+    """The parents a generated card may name: every reader of the repo gets the same card, so a
+    private parent is named only in a private repo of its own namespace (whose readers may read
+    it); otherwise it is left out, as the ``/v1`` lineage hides it from readers who may not."""
+    hidden = private_repos(core)
+    namespace = repo_id.split("/", 1)[0]
+    return [p for p in lineage if p.parent_name not in hidden
+            or (private and p.parent_name.split("/", 1)[0] == namespace)]
+
+
 def snapshot(core: HubCore, repo_id: str, revision: str = "main") -> HubSnapshot:
     """The files of one revision of a repo, as the hub server serves them.
 
@@ -227,7 +238,8 @@ def snapshot(core: HubCore, repo_id: str, revision: str = "main") -> HubSnapshot
         files[f.path] = HubFile(f.path, f.size, f.digest, blob_path=_blob_path(core, f.digest, fetch=not lfs))
     if README_NAME not in files:
         record = core.catalog.get(repo_id)
-        card = render_card(record, core.catalog.lineage(repo_id), core.catalog.metrics(repo_id))
+        lineage = _nameable_parents(core, repo_id, private, core.catalog.lineage(repo_id))
+        card = render_card(record, lineage, core.catalog.metrics(repo_id))
         files[README_NAME] = _generated(README_NAME, card.encode())
     return HubSnapshot(repo_id, rev.revision, rev.created, private, dict(sorted(files.items())), rev.message)
 

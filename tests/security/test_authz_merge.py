@@ -116,3 +116,10 @@ def test_lineage_hides_private_ancestors_from_other_readers(live: Live, tokens: 
         assert tree.json()["parents"][0]["hidden"] is True
     owner = httpx.get(f"{live.url}/v1/adapters/ops/public-child/lineage", headers=_auth(tokens["alice"])).json()
     assert owner["parents"][0]["name"] == "alice/private-parent"
+    # the generated model card is one file for every reader: it does not name the private parent
+    for token in (None, tokens["bob"], tokens["alice"]):
+        card = httpx.get(f"{live.url}/ops/public-child/resolve/main/README.md", headers=_auth(token))
+        assert card.status_code == 200 and "private-parent" not in card.text and parent.digest not in card.text
+    # a private repo's card names its private parents of the same namespace (its readers may read them)
+    card = httpx.get(f"{live.url}/alice/merged/resolve/main/README.md", headers=_auth(tokens["alice"]))
+    assert card.status_code == 200 and "alice/private-parent" in card.text
