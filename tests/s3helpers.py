@@ -63,6 +63,17 @@ def s3_client(endpoint: str) -> Any:
                         aws_secret_access_key="testing", region_name="us-east-1")
 
 
+def bucket_of(url: str) -> str:
+    """The bucket of ``s3://bucket/prefix``."""
+    return url.removeprefix("s3://").split("/")[0]
+
+
+def bucket_keys(endpoint: str, url: str) -> list[str]:
+    """Every key in the bucket of ``url``, sorted (seen through boto3, not the store under test)."""
+    found = s3_client(endpoint).list_objects_v2(Bucket=bucket_of(url)).get("Contents", [])
+    return sorted(o["Key"] for o in found)
+
+
 def s3_env(monkeypatch: Any, endpoint: str) -> str:
     """Create a fresh bucket, point obstore at the server; return ``s3://bucket/blobs``."""
     bucket = f"adapterhub-{uuid.uuid4().hex[:12]}"

@@ -13,17 +13,8 @@ from huggingface_hub import HfApi, constants, hf_hub_download
 
 from adapterhub.app import AdapterHub
 from tests.helpers import Live, live_hub, live_server, make_peft_adapter, write_random_adapter
-from tests.s3helpers import s3_client
+from tests.s3helpers import bucket_keys, bucket_of, s3_client
 from tests.server.test_peft_e2e import logits_from_hub
-
-
-def bucket_of(url: str) -> str:
-    return url.removeprefix("s3://").split("/")[0]
-
-
-def bucket_keys(endpoint: str, url: str) -> list[str]:
-    found = s3_client(endpoint).list_objects_v2(Bucket=bucket_of(url)).get("Contents", [])
-    return sorted(o["Key"] for o in found)
 
 
 @pytest.fixture

@@ -24,17 +24,11 @@ from adapterhub.errors import (
 )
 from adapterhub.store import object_blobs
 from adapterhub.store.object_blobs import ObjectBlobStore
-from tests.s3helpers import s3_client
+from tests.s3helpers import bucket_keys, bucket_of, s3_client
 
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def bucket_keys(endpoint: str, url: str) -> list[str]:
-    bucket = url.removeprefix("s3://").split("/")[0]
-    found = s3_client(endpoint).list_objects_v2(Bucket=bucket).get("Contents", [])
-    return sorted(o["Key"] for o in found)
 
 
 @pytest.fixture
@@ -76,8 +70,7 @@ def test_a_wrong_digest_stores_nothing(store: ObjectBlobStore, s3_endpoint: str,
 def test_a_corrupt_object_is_never_used(store: ObjectBlobStore, s3_endpoint: str, s3_url: str, payload: bytes) -> None:
     digest, _ = store.put_bytes(payload)
     shutil.rmtree(store.root)
-    bucket = s3_url.removeprefix("s3://").split("/")[0]
-    s3_client(s3_endpoint).put_object(Bucket=bucket, Key=f"blobs/{store.key(digest)}", Body=b"evil" + payload[4:])
+    s3_client(s3_endpoint).put_object(Bucket=bucket_of(s3_url), Key=f"blobs/{store.key(digest)}", Body=b"evil" + payload[4:])
     assert not store.verify(digest)
     with pytest.raises(BlobCorruptError, match="corrupt"):
         store.local_path(digest)

@@ -24,7 +24,7 @@ from adapterhub.errors import AdapterHubError, InvalidParameterError
 from adapterhub.server.auth import hub_of
 from adapterhub.server.jobs import MAX_PENDING, PER_OWNER, owner_of
 from adapterhub.server.web import render, router
-from adapterhub.server.web.pages import ROUTERS, compose_context
+from adapterhub.server.web.pages import ROUTERS, bounded_int, compose_context
 from adapterhub.server.web.security import check_csrf, clear_token, page_token, set_token
 
 __all__ = ["MAX_FIELDS", "read_form"]
@@ -63,16 +63,7 @@ def _field(form: Form, key: str, *, max_len: int = 200) -> str | None:
 
 
 def _int_field(form: Form, key: str, low: int, high: int) -> int | None:
-    text = _field(form, key, max_len=12)
-    if text is None:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise InvalidParameterError(f"'{key}' must be a whole number, not '{text}'") from None
-    if not low <= value <= high:
-        raise InvalidParameterError(f"'{key}' must be between {low} and {high}")
-    return value
+    return bounded_int(key, _field(form, key, max_len=12), low, high)
 
 
 def _weights(text: str | None, n: int) -> list[float] | None:

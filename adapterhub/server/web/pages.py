@@ -45,10 +45,10 @@ def _param(request: Request, key: str, *, max_len: int = 200) -> str | None:
     return value or None
 
 
-def _int_param(request: Request, key: str, default: int, low: int, high: int) -> int:
-    text = _param(request, key, max_len=12)
+def bounded_int(key: str, text: str | None, low: int, high: int) -> int | None:
+    """``text`` as a whole number in ``[low, high]`` (None for none); a 4xx otherwise."""
     if text is None:
-        return default
+        return None
     try:
         value = int(text)
     except ValueError:
@@ -56,6 +56,11 @@ def _int_param(request: Request, key: str, default: int, low: int, high: int) ->
     if not low <= value <= high:
         raise InvalidParameterError(f"'{key}' must be between {low} and {high}")
     return value
+
+
+def _int_param(request: Request, key: str, default: int, low: int, high: int) -> int:
+    value = bounded_int(key, _param(request, key, max_len=12), low, high)
+    return default if value is None else value
 
 
 def _hidden_names(hub: Any, token: Any) -> set[str]:
