@@ -228,6 +228,8 @@ def run_team_stress(postgres_admin_url: str, s3_endpoint: str, *, seconds: float
 
 
 def main() -> None:
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # loopback only; huggingface_hub reads these on import
+        os.environ.pop(var, None)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--postgres", required=True, help="PostgreSQL admin URL (a database is created and dropped)")
     parser.add_argument("--s3", required=True, help="S3 API endpoint (a bucket is created)")
