@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adapterhub.app.listing import MAX_PAGE
 from adapterhub.server.auth import bearer, hub_of, require_read
+from adapterhub.server.jobs import submit as submit_job
 from adapterhub.server.merge_slots import MergeSlots, run_cancellable
 
 __all__ = ["MergeRequest", "RouteRequest", "router"]
@@ -115,14 +116,20 @@ def adapter_lineage(namespace: str, name: str, request: Request) -> dict[str, An
     return hub.redact_lineage(token, hub.lineage(adapter_id))
 
 
-@router.post("/merge")
-async def merge(spec: MergeRequest, request: Request) -> dict[str, Any]:
+@router.post("/merge", response_model=None)
+async def merge(spec: MergeRequest, request: Request) -> dict[str, Any] | Response:
     """Merge adapters into a new catalog entry; returns its repo id (pullable at once).
 
     The token must read every input and write the result's namespace (without ``name``, the result
     goes to the token's own namespace); the result is private when any input is. A token runs one
     merge at a time (429 otherwise), and a merge whose client disconnects stops storing nothing.
+    With ``Prefer: respond-async`` (RFC 7240) the merge is queued as a job instead: ``202`` and the
+    job's URL, as ``POST /v1/jobs`` answers (a merge of big adapters outlasts an HTTP timeout).
     """
+    if "respond-async" in request.headers.get("prefer", "").lower():
+        merge_spec = spec.model_dump(exclude_none=True)
+        _, response = await submit_job(request, "merge_batch", {"merges": [merge_spec]})
+        return response
     hub = hub_of(request)
     token = await run_in_threadpool(hub.check_token, bearer(request))
     namespace = await run_in_threadpool(hub.authorize_merge, token, spec.names, spec.name)

@@ -194,3 +194,17 @@ def test_a_running_server_reruns_a_job_whose_worker_died(hub):
     done = hub.jobs.show(job.id)
     assert done.attempts == 2 and done.worker != "dead-host:1"
     assert hub.get("acme/orphan").name == "acme/orphan"
+
+
+def test_a_merge_that_prefers_async_is_queued_as_a_job(client, hub, acme):
+    spec = {"names": ["acme/a", "acme/b"], "name": "acme/async", "method": "linear"}
+    response = client.post("/v1/merge", json=spec, headers={**acme, "Prefer": "respond-async"})
+    assert response.status_code == 202, response.text
+    job = _wait(client, response.headers["location"], acme)
+    assert job["status"] == "succeeded" and job["kind"] == "merge_batch"
+    assert [m["name"] for m in job["result"]["merges"]] == ["acme/async"]
+    assert sorted(p.parent_name for p in hub.catalog.lineage("acme/async")) == ["acme/a", "acme/b"]
+    # the same checks as the synchronous merge, before anything is queued
+    taken = client.post("/v1/merge", json=spec, headers={**acme, "Prefer": "respond-async"})
+    assert taken.status_code == 409 and len(client.get("/v1/jobs", headers=acme).json()) == 1
+    assert client.post("/v1/merge", json={**spec, "name": "acme/sync"}, headers=acme).status_code == 200
