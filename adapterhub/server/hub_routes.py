@@ -28,6 +28,7 @@ import binascii
 from datetime import datetime, timezone
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
@@ -349,7 +350,8 @@ async def commit(namespace: str, name: str, revision: str, request: Request) -> 
             if hub.blobs.has(oid):  # (otherwise gc removes them after its grace period)
                 await run_in_threadpool(objects.remove, oid)
     finally:
-        await run_in_threadpool(staging.close)
+        with anyio.CancelScope(shield=True):  # a client gone mid-body must not leave its staging folder
+            await run_in_threadpool(staging.close)
     return {"commitUrl": f"{_base_url(request)}/{repo_id}/commit/{sha}", "commitOid": sha, "pullRequestUrl": None}
 
 

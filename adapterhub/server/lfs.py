@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -214,7 +215,8 @@ async def upload(namespace: str, name: str, oid: str, request: Request) -> JSONR
             await run_in_threadpool(receiver.write, bytes(buffer))
         await run_in_threadpool(receiver.finish)
     finally:
-        await run_in_threadpool(receiver.discard)
+        with anyio.CancelScope(shield=True):  # a client gone mid-body must not leave a partial object
+            await run_in_threadpool(receiver.discard)
     await run_in_threadpool(share_received, request, oid)
     return JSONResponse({}, media_type=_LFS_TYPE)
 
