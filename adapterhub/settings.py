@@ -30,6 +30,8 @@ class Settings:
         blob_url: ``ADAPTERHUB_BLOB_URL`` (``s3://bucket/prefix``…): blobs in object storage;
             None keeps them on local disk under ``home/blobs``.
         blob_cache_mb: ``ADAPTERHUB_BLOB_CACHE_MB``: the local cache of an object store.
+        blob_download_endpoint: ``ADAPTERHUB_BLOB_DOWNLOAD_ENDPOINT``: the bucket's endpoint as
+            clients reach it, for presigned download URLs (None: the one the servers use).
         url_secret: ``ADAPTERHUB_URL_SECRET``: signs upload URLs; the same on every replica of a
             team deployment (None: a key per home).
         ray_address: ``ADAPTERHUB_RAY_ADDRESS`` (``host:port`` or ``auto``): run jobs on that Ray
@@ -40,6 +42,7 @@ class Settings:
     database_url: str
     blob_url: str | None = None
     blob_cache_mb: int = 20480
+    blob_download_endpoint: str | None = None
     url_secret: str | None = field(default=None, repr=False)  # never in logs
     ray_address: str | None = None
 
@@ -98,5 +101,6 @@ def load_settings(home: str | Path | None = None, database_url: str | None = Non
         raise InvalidParameterError(f"ADAPTERHUB_BLOB_CACHE_MB must be a positive whole number of MiB; got {cache_mb!r}")
     return Settings(home=resolved_home, database_url=url, blob_url=blob_url,
                     blob_cache_mb=int(cache_mb) if cache_mb else 20480,
+                    blob_download_endpoint=(os.environ.get("ADAPTERHUB_BLOB_DOWNLOAD_ENDPOINT") or "").strip() or None,
                     url_secret=os.environ.get("ADAPTERHUB_URL_SECRET") or None,
                     ray_address=(os.environ.get("ADAPTERHUB_RAY_ADDRESS") or "").strip() or None)

@@ -22,7 +22,8 @@ def open_blob_store(settings: Settings) -> BlobStore:
         return BlobStore(settings.blob_root)
     from adapterhub.store.object_blobs import ObjectBlobStore  # obstore only where a bucket is used
 
-    return ObjectBlobStore(settings.blob_url, settings.blob_cache_root, cache_bytes=settings.blob_cache_mb * 1024**2)
+    return ObjectBlobStore(settings.blob_url, settings.blob_cache_root, cache_bytes=settings.blob_cache_mb * 1024**2,
+                           download_endpoint=settings.blob_download_endpoint)
 
 
 class HubCore:

@@ -101,12 +101,15 @@ class ObjectBlobStore(BlobStore):
         cache_root: the local cache folder (a ``BlobStore`` layout).
         cache_bytes: the cache's size bound; least recently used blobs are dropped past it.
         store: an obstore store to use instead of one made from ``url`` (tests).
+        download_endpoint: the bucket's endpoint as clients reach it, for presigned URLs
+            (``ADAPTERHUB_BLOB_DOWNLOAD_ENDPOINT``; default: the endpoint the servers use).
     """
 
     remote = True
 
     def __init__(
-        self, url: str, cache_root: Path | str, *, cache_bytes: int = DEFAULT_CACHE_BYTES, store: Any = None
+        self, url: str, cache_root: Path | str, *, cache_bytes: int = DEFAULT_CACHE_BYTES, store: Any = None,
+        download_endpoint: str | None = None,
     ) -> None:
         if not url.startswith(SCHEMES):
             raise InvalidParameterError(
@@ -120,6 +123,16 @@ class ObjectBlobStore(BlobStore):
                 self.url, retry_config=RETRY, client_options=_client_options())
         except Exception as e:  # a malformed URL or missing credentials configuration
             raise InvalidParameterError(f"cannot use ADAPTERHUB_BLOB_URL={self.url}: {e}") from None
+        # Presigned URLs name the host that signed them: when servers reach the bucket at a private
+        # address, clients get URLs signed for the address they can reach.
+        self._signer = self._store
+        if download_endpoint:
+            try:
+                self._signer = _obstore().store.from_url(
+                    self.url, endpoint=download_endpoint, retry_config=RETRY, client_options=_client_options())
+            except Exception as e:
+                raise InvalidParameterError(
+                    f"cannot use ADAPTERHUB_BLOB_DOWNLOAD_ENDPOINT={download_endpoint}: {e}") from None
 
     def __repr__(self) -> str:
         return f"ObjectBlobStore({self.url!r}, cache={str(self.root)!r})"
@@ -263,7 +276,7 @@ class ObjectBlobStore(BlobStore):
         if not self.has(digest):
             self._materialise(digest)  # a packed adapter's weights: rebuilt, stored, then signed
         try:
-            return str(_obstore().sign(self._store, "GET", self.key(digest), URL_LIFETIME))
+            return str(_obstore().sign(self._signer, "GET", self.key(digest), URL_LIFETIME))
         except Exception as e:
             if type(e).__name__ in {"NotSupportedError", "TypeError", "AttributeError"}:
                 return None

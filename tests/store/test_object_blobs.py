@@ -173,3 +173,11 @@ def test_any_obstore_backend_works_and_one_that_cannot_sign_says_so(tmp_path: Pa
 def test_a_url_that_is_not_object_storage_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidParameterError, match="ADAPTERHUB_BLOB_URL"):
         ObjectBlobStore("/var/lib/blobs", tmp_path)
+
+
+def test_presigned_urls_can_name_the_endpoint_clients_reach(s3_url: str, s3_endpoint: str, tmp_path: Path) -> None:
+    public = s3_endpoint.replace("127.0.0.1", "localhost")  # servers use one address, clients another
+    store = ObjectBlobStore(s3_url, tmp_path / "cache", download_endpoint=public)
+    digest, _ = store.put_bytes(b"reachable")
+    url = store.download_url(digest)
+    assert url is not None and url.startswith(public + "/") and httpx.get(url).content == b"reachable"
