@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import suppress
@@ -118,6 +119,8 @@ class ObjectBlobStore(BlobStore):
         super().__init__(cache_root)
         self.url = url.rstrip("/")
         self.cache_bytes = cache_bytes
+        self._cache_total: int | None = None  # bytes in the cache, counted once then kept up (_trim_cache)
+        self._cache_lock = threading.Lock()
         try:
             self._store = store if store is not None else _obstore().store.from_url(
                 self.url, retry_config=RETRY, client_options=_client_options())
@@ -361,18 +364,31 @@ class ObjectBlobStore(BlobStore):
     def _trim_cache(self, keep: str) -> None:
         """Drop least recently used cached copies until the cache fits its bound (``keep`` stays).
 
+        Why a running total: scanning the cache on every stored or downloaded blob would cost a
+        ``stat`` per cached blob each time. The total is counted once, then grows by each blob
+        added (an overestimate when a blob was cached already, or another process shares the
+        folder); only when it passes the bound is the folder scanned, trimmed and recounted.
         Removing a file another thread has open or memory-mapped is safe on POSIX: its bytes live
         until that reader closes it.
         """
-        entries = sorted(self._cached(), key=lambda e: e[2])
-        total = sum(size for _, size, _ in entries)
         kept = self.path(keep)
-        for path, size, _ in entries:
-            if total <= self.cache_bytes:
-                break
-            if path != kept:
-                path.unlink(missing_ok=True)
-                total -= size
+        with self._cache_lock:
+            if self._cache_total is None:
+                self._cache_total = self.cache_usage()
+            else:
+                with suppress(FileNotFoundError):
+                    self._cache_total += kept.stat().st_size
+            if self._cache_total <= self.cache_bytes:
+                return
+            entries = sorted(self._cached(), key=lambda e: e[2])
+            total = sum(size for _, size, _ in entries)
+            for path, size, _ in entries:
+                if total <= self.cache_bytes:
+                    break
+                if path != kept:
+                    path.unlink(missing_ok=True)
+                    total -= size
+            self._cache_total = total
 
     def cache_usage(self) -> int:
         """Bytes in the local cache now (diagnostics, tests)."""
